@@ -1,0 +1,1 @@
+"""The trial core: Kaggle-format data -> trained keypoint CNN -> RMSE, params, size, speed."""

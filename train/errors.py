@@ -1,0 +1,26 @@
+"""One-line user errors and the CLI wrapper that turns them into exit status 2."""
+import functools
+import sys
+
+
+class UserError(Exception):
+    """Bad input from the user: printed as one line, exit status 2, no traceback."""
+
+
+class DataError(UserError, ValueError):
+    """A data file that cannot be used; the message names file, row and column."""
+
+
+def cli(main):
+    """Decorate a CLI entry point so user errors print one line and exit 2."""
+    @functools.wraps(main)
+    def wrapper(argv=None):
+        try:
+            return main(argv)
+        except UserError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            raise SystemExit(2) from None
+        except KeyboardInterrupt:
+            print("interrupted", file=sys.stderr)
+            raise SystemExit(130) from None
+    return wrapper
