@@ -1,0 +1,91 @@
+"""Offline augmentation of the training split: geometric ops move keypoints exactly with pixels.
+
+Coordinates: keypoint (x, y) is (column, row) with pixel centres on integers, so a horizontal
+flip maps x to 95 - x. A keypoint that a transform pushes outside the image becomes missing
+(NaN): the masked loss then ignores it instead of teaching the model an impossible position.
+"""
+from __future__ import annotations
+
+import numpy as np
+from scipy import ndimage
+
+from train.errors import UserError
+from train.keypoints import FLIP_PERMUTATION, SIZE
+
+OPS = ("flip", "rotate", "shift", "brightness", "noise")
+DEFAULT_RANGES = {"rotate": 15.0, "shift": 8.0, "brightness": 0.3, "noise": 8.0}
+CENTRE = (SIZE - 1) / 2.0
+
+
+def parse_ops(spec) -> list[str]:
+    if spec in (None, "", "none", False):
+        return []
+    ops = [s.strip() for s in (spec.split(",") if isinstance(spec, str) else spec) if s.strip()]
+    unknown = [o for o in ops if o not in OPS]
+    if unknown:
+        raise UserError(f"unknown augmentation {unknown[0]!r} (choose from {', '.join(OPS)})")
+    return ops
+
+
+def flip(images, keypoints):
+    out = keypoints[:, FLIP_PERMUTATION].copy()
+    out[:, 0::2] = (SIZE - 1) - out[:, 0::2]
+    return images[:, :, ::-1].copy(), out
+
+
+def affine(image, keypoints, matrix, offset):
+    """Warp one image by x' = M x + t (x = (col, row)) and move its keypoints the same way."""
+    inv = np.linalg.inv(matrix)
+    # ndimage works in (row, col) and maps output -> input coordinates.
+    swap = np.array([[0, 1], [1, 0]])
+    m_rc = swap @ inv @ swap
+    t_rc = swap @ (-inv @ offset)
+    warped = ndimage.affine_transform(image, m_rc, offset=t_rc, order=1, mode="nearest")
+    pts = keypoints.reshape(-1, 2) @ matrix.T + offset
+    return warped, _drop_outside(pts.reshape(-1))
+
+
+def _drop_outside(kp):
+    pts = kp.reshape(-1, 2).copy()
+    outside = ((pts < 0) | (pts > SIZE - 1)).any(axis=1)
+    pts[outside] = np.nan
+    return pts.reshape(-1)
+
+
+def rotation(angle_deg):
+    a = np.deg2rad(angle_deg)
+    m = np.array([[np.cos(a), -np.sin(a)], [np.sin(a), np.cos(a)]])
+    c = np.array([CENTRE, CENTRE])
+    return m, c - m @ c
+
+
+def augment(images, keypoints, ops, copies: int = 1, ranges=None, seed: int = 0):
+    """Return originals plus, for each op, `copies` transformed copies (flip: one copy)."""
+    ops = parse_ops(ops)
+    if copies < 1:
+        raise UserError("augmentation copies must be at least 1")
+    r = {**DEFAULT_RANGES, **(ranges or {})}
+    rng = np.random.default_rng(seed)
+    out_img, out_kp = [images], [keypoints]
+    for op in ops:
+        for _ in range(1 if op == "flip" else copies):
+            if op == "flip":
+                im, kp = flip(images, keypoints)
+            elif op in ("rotate", "shift"):
+                im = np.empty_like(images)
+                kp = np.empty_like(keypoints)
+                for i in range(len(images)):
+                    if op == "rotate":
+                        m, t = rotation(rng.uniform(-r["rotate"], r["rotate"]))
+                    else:
+                        m, t = np.eye(2), rng.uniform(-r["shift"], r["shift"], size=2)
+                    im[i], kp[i] = affine(images[i], keypoints[i], m, t)
+            elif op == "brightness":
+                factor = rng.uniform(1 - r["brightness"], 1 + r["brightness"], size=(len(images), 1, 1))
+                im, kp = np.clip(images * factor, 0, 255).astype(images.dtype), keypoints.copy()
+            else:  # noise
+                im = np.clip(images + rng.normal(0, r["noise"], images.shape), 0, 255).astype(images.dtype)
+                kp = keypoints.copy()
+            out_img.append(im)
+            out_kp.append(kp)
+    return np.concatenate(out_img), np.concatenate(out_kp)

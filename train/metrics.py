@@ -1,0 +1,74 @@
+"""The one metrics path: RMSE, parameter count, model size and inference time.
+
+Model size is the MB of the `.keras` file written by `save_model` (architecture + weights, no
+optimizer state): the same file that is logged, exported and evaluated.
+Inference time follows the paper's Equation 1 (seconds per 100 images), measured as one batched
+call of a compiled function after warm-up, median of repeats; never per-image `predict()`.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+
+from train.keypoints import NAMES, SIZE
+
+INFERENCE_BATCH = 100
+
+
+def rmse(y_true, y_pred) -> float:
+    """Root mean squared error in pixels over the labelled (non-NaN) cells."""
+    y_true, y_pred = np.asarray(y_true, np.float64), np.asarray(y_pred, np.float64)
+    mask = np.isfinite(y_true)
+    if not mask.any():
+        return float("nan")
+    return float(np.sqrt(np.mean((y_pred[mask] - y_true[mask]) ** 2)))
+
+
+def rmse_per_keypoint(y_true, y_pred) -> dict[str, float]:
+    """RMSE of each keypoint over its labelled x and y cells (NaN where it has no label)."""
+    return {name: rmse(y_true[:, 2 * k:2 * k + 2], y_pred[:, 2 * k:2 * k + 2]) for k, name in enumerate(NAMES)}
+
+
+def save_model(model, path) -> float:
+    """Save `model` without optimizer state as a `.keras` file; return its size in MB."""
+    import keras
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    bare = keras.models.clone_model(model)
+    bare.set_weights(model.get_weights())
+    tmp = path.with_name(path.stem + ".tmp.keras")
+    bare.save(tmp)
+    tmp.replace(path)
+    return path.stat().st_size / 1e6
+
+
+def predict(model, images, batch_size: int = 256) -> np.ndarray:
+    x = np.asarray(images, np.float32).reshape(-1, SIZE, SIZE, 1)
+    return np.asarray(model.predict(x, batch_size=batch_size, verbose=0))
+
+
+def _median_seconds(fn, repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return float(np.median(times))
+
+
+def inference_time(model, repeats: int = 20, warmup: int = 3) -> dict[str, float]:
+    """Seconds per 100 images (one batched call) and single-image latency in ms."""
+    import tensorflow as tf
+
+    call = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
+    rng = np.random.default_rng(0)
+    batch = tf.constant(rng.uniform(0, 255, (INFERENCE_BATCH, SIZE, SIZE, 1)).astype(np.float32))
+    single = batch[:1]
+    for _ in range(warmup):
+        call(batch).numpy()
+        call(single).numpy()
+    per_100 = _median_seconds(lambda: call(batch).numpy(), repeats) * 100 / INFERENCE_BATCH
+    latency = _median_seconds(lambda: call(single).numpy(), repeats * 2) * 1000
+    return {"inference_s_per_100": per_100, "latency_ms": latency, "inference_batch": INFERENCE_BATCH}
