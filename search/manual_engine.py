@@ -1,0 +1,79 @@
+"""Manual engine: the space's presets plus any configs the user passes (JSON or YAML).
+
+Each config runs once per study; a journal under mlruns/manual/ remembers finished ones so a
+re-run resumes instead of repeating them.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+from tracking import stores
+from train.errors import UserError
+
+
+def config_key(config: dict) -> str:
+    return hashlib.sha1(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+class ManualEngine:
+    name = "manual"
+
+    def __init__(self, configs=None, include_presets: bool = True, directory=None):
+        self.extra = list(configs or [])
+        self.include_presets = include_presets
+        self.directory = Path(directory) if directory else stores.manual_dir()
+
+    def describe(self) -> dict:
+        return {"configs": len(self.extra), "presets": self.include_presets}
+
+    def configs(self, space) -> list[dict]:
+        configs = (list(space.presets) if self.include_presets else []) + self.extra
+        for i, c in enumerate(configs):
+            if not isinstance(c, dict):
+                raise UserError(f"manual config {i + 1} is not a mapping of hyperparameters: {c!r}")
+        return configs
+
+    def journal(self, study: str) -> Path:
+        return self.directory / f"{study}.jsonl"
+
+    def done(self, study: str) -> set[str]:
+        path = self.journal(study)
+        if not path.exists():
+            return set()
+        keys = set()
+        for line in path.read_text().splitlines():
+            try:
+                keys.add(json.loads(line)["key"])
+            except (ValueError, KeyError):
+                continue  # a line cut off by a kill is simply not a finished config
+        return keys
+
+    def _record(self, study: str, key: str, status: str, config: dict) -> None:
+        path = self.journal(study)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "a") as f:
+            f.write(json.dumps({"key": key, "status": status, "config": config}) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+
+    def run(self, space, runner, budget) -> None:
+        configs = self.configs(space)[:budget.trials] if budget.trials else self.configs(space)
+        done = self.done(budget.study)
+        todo = [(i, c) for i, c in enumerate(configs) if config_key({**space.fixed, **c}) not in done]
+        runner.progress.total = len(todo)
+        if not todo:
+            print(f"[manual] all {len(configs)} configs of study {budget.study!r} already ran", flush=True)
+        for number, config in todo:
+            config = {**space.fixed, **config}
+            key = config_key(config)
+            try:
+                runner("manual", number, config, refs={"manual_key": key})
+            except KeyboardInterrupt:
+                raise
+            except Exception:
+                self._record(budget.study, key, "failed", config)
+                continue  # a failed config is recorded and the rest still run
+            self._record(budget.study, key, "finished", config)

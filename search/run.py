@@ -1,0 +1,121 @@
+"""The main command: search a space with manual configs, Optuna and/or Keras Tuner.
+
+python -m search.run --space cnn [--engine optuna|keras-tuner|manual|all] [--trials N] [--epochs E]
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import dataclass
+
+from search.keras_tuner_engine import TUNERS, KerasTunerEngine
+from search.manual_engine import ManualEngine
+from search.optuna_engine import PRUNERS, SAMPLERS, OptunaEngine
+from train.cli_args import add_training_flags, settings_from
+from train.errors import UserError, cli
+
+ENGINES = ("manual", "optuna", "keras-tuner")
+
+
+@dataclass
+class Budget:
+    trials: int
+    timeout: float | None
+    seed: int
+    study: str
+
+
+def make_engines(args) -> list:
+    names = ENGINES if args.engine == "all" else (args.engine,)
+    engines = []
+    for name in names:
+        if name == "manual":
+            configs = []
+            for path in args.config or []:
+                from train.fit import load_config
+                loaded = load_config(path)
+                configs += loaded if isinstance(loaded, list) else [loaded]
+            engines.append(ManualEngine(configs, include_presets=not args.no_presets))
+        elif name == "optuna":
+            engines.append(OptunaEngine(args.sampler, args.pruner, args.storage, args.objectives.split(",")))
+        else:
+            engines.append(KerasTunerEngine(args.tuner))
+    return engines
+
+
+def parse(argv):
+    ap = argparse.ArgumentParser(prog="python -m search.run", description=__doc__.splitlines()[0])
+    ap.add_argument("--space", default="cnn", help="cnn, mobilenetv2 or nasnetmobile (default: cnn)")
+    ap.add_argument("--engine", choices=(*ENGINES, "all"), default="optuna")
+    ap.add_argument("--trials", type=int, default=6, help="trials per engine (default: 6)")
+    ap.add_argument("--timeout", type=float, default=None, help="seconds per engine (Optuna)")
+    ap.add_argument("--study-name", default=None, help="default: the space name")
+    ap.add_argument("--sampler", choices=SAMPLERS, default="tpe")
+    ap.add_argument("--pruner", choices=PRUNERS, default="median")
+    ap.add_argument("--tuner", choices=TUNERS, default="random")
+    ap.add_argument("--objectives", default="rmse",
+                    help="comma list of rmse,latency,params,size,inference; several = multi-objective (Optuna)")
+    ap.add_argument("--config", action="append", help="manual engine: JSON/YAML config file (repeatable)")
+    ap.add_argument("--no-presets", action="store_true", help="manual engine: skip the space's presets")
+    ap.add_argument("--storage", default=None, help="Optuna storage URL (default: sqlite under mlruns/)")
+    ap.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default: sqlite under mlruns/)")
+    add_training_flags(ap, epochs=5)
+    args = ap.parse_args(argv)
+    if args.trials < 1:
+        raise UserError("--trials must be at least 1")
+    if args.timeout is not None and args.timeout <= 0:
+        raise UserError("--timeout must be positive")
+    return args
+
+
+@cli
+def main(argv=None):
+    args = parse(argv)
+    import spaces
+    from search.progress import Progress
+    from search.runner import TrialRunner
+    from search.summary import print_summary
+    from tracking import stores
+    from tracking.mlflow_tracker import Tracker
+    from train import data as data_mod
+
+    space = spaces.get(args.space)
+    engines = make_engines(args)  # flag errors surface before any data is read
+    settings = settings_from(args)
+    study = args.study_name or args.space
+    data = data_mod.load(args.data)
+    print(f"data: {args.data} ({len(data)} faces, {int((data.keypoints == data.keypoints).all(1).sum())} fully labelled)",
+          flush=True)
+    tracker = Tracker(args.space, args.tracking_uri)
+    budget = Budget(args.trials, args.timeout, args.seed, study)
+    interrupted = False
+    for engine in engines:
+        parent = tracker.open_search(study, engine.name, {
+            "space": args.space, "engine": engine.name, **engine.describe(), "trials": args.trials,
+            "epochs": args.epochs, "seed": args.seed, "data": args.data, "data_sha": data.sha,
+            "split": args.split, "val_fraction": args.val_fraction})
+        for run in tracker.fail_dead_trials(parent):
+            print(f"[{engine.name}] MLflow run {run.info.run_name} was cut off by a killed process: marked failed")
+        runner = TrialRunner(data, settings, tracker, Progress(args.trials, args.epochs), study)
+        runner.parent_id = parent
+        try:
+            engine.run(space, runner, budget)
+            tracker.close_search(parent, "FINISHED")
+        except KeyboardInterrupt:
+            tracker.close_search(parent, "KILLED")
+            interrupted = True
+            print("\ninterrupted: finished trials are saved; run the same command to resume", file=sys.stderr)
+            break
+    print_summary(tracker, study, engines)
+    print("\nBrowse the results:")
+    print(f"  {stores.mlflow_ui_command(tracker.uri)}")
+    for engine in engines:
+        if engine.name == "optuna":
+            print(f"  {stores.dashboard_command(engine.storage_url)}")
+    print(f"  python -m tracking.leaderboard --space {args.space}")
+    if interrupted:
+        raise SystemExit(130)
+
+
+if __name__ == "__main__":
+    main()

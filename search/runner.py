@@ -1,0 +1,51 @@
+"""The objective every engine calls: one proposed config -> tracked, displayed, measured trial."""
+from __future__ import annotations
+
+import dataclasses
+import tempfile
+
+from train.models import resolve
+from train.trial import Pruned, TrialSettings, run_trial
+
+
+class TrialRunner:
+    def __init__(self, data, settings: TrialSettings, tracker, progress, study: str):
+        self.data, self.settings, self.tracker, self.progress, self.study = data, settings, tracker, progress, study
+        self.parent_id: str | None = None  # set by the engine's search run
+
+    def __call__(self, engine: str, number: int, config: dict, report=None, refs=None, on_start=None,
+                 epochs: int | None = None):
+        """Run one trial. `report(epoch, val_rmse)` may raise `Pruned`; `on_start(run_id)` links ids."""
+        settings = dataclasses.replace(self.settings, epochs=epochs) if epochs else self.settings
+        try:
+            logged = resolve(config)  # every hyperparameter, presets' included, under one name
+        except Exception:
+            logged = config  # the trial itself will fail and record why
+        run_id = self.tracker.start_trial(self.parent_id, self.study, engine, number, logged, refs)
+        if on_start:
+            on_start(run_id)
+        self.progress.trial_started(engine, number, config)
+
+        def on_epoch(epoch, logs):
+            val = logs.get("val_rmse", float("nan"))
+            self.progress.epoch(epoch, settings.epochs, val)
+            if report:
+                report(epoch, val)
+
+        try:
+            with tempfile.TemporaryDirectory(prefix="fkp-trial-") as out:
+                result = run_trial(config, self.data, settings, on_epoch=on_epoch, out_dir=out)
+                self.tracker.end_trial(run_id, "finished", result)
+        except Pruned as exc:
+            self.tracker.end_trial(run_id, "pruned", error=str(exc) or "pruned")
+            self.progress.trial_ended("pruned")
+            raise
+        except KeyboardInterrupt:
+            self.tracker.end_trial(run_id, "killed", error="interrupted by the user")
+            raise
+        except Exception as exc:
+            self.tracker.end_trial(run_id, "failed", error=f"{type(exc).__name__}: {exc}")
+            self.progress.trial_ended(f"FAILED ({type(exc).__name__}: {str(exc)[:120]})")
+            raise
+        self.progress.trial_ended("done", result.metrics["rmse"])
+        return result

@@ -1,0 +1,1 @@
+"""MLflow tracking shared by every engine, the leaderboard and reports."""

@@ -1,0 +1,165 @@
+"""Rank finished trials of every engine from MLflow, and export the best model.
+
+python -m tracking.leaderboard --space cnn [--metric rmse] [--top 10] [--format table|csv|md|html]
+                               [--output PATH] [--export-best DIR [--tflite fp32,fp16,int8]]
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import html
+import io
+import json
+import math
+import shutil
+from pathlib import Path
+
+from train.errors import UserError, cli
+
+METRIC_COLUMNS = ("rmse", "params", "size_mb", "inference_s_per_100", "latency_ms")
+KEY_PARAMS = ("blocks", "filters_1", "filters_2", "filters_3", "filters_4", "filters_5", "kernel_size",
+              "batch_norm", "dense_units", "alpha", "input_size", "fine_tune", "dropout", "learning_rate",
+              "batch_size", "imputation", "augment")
+
+
+def collect(tracker, study: str | None = None) -> list[dict]:
+    rows = []
+    for run in tracker.trials(study=study):
+        if run.info.status != "FINISHED" or "rmse" not in run.data.metrics:
+            continue
+        m, p, t = run.data.metrics, run.data.params, run.data.tags
+        if not math.isfinite(m["rmse"]):
+            continue
+        rows.append({
+            "engine": t.get("fkp_engine", "?"), "study": t.get("fkp_study", ""), "trial": t.get("fkp_trial", ""),
+            "model": p.get("model", ""), "hyperparameters": _key_params(p),
+            **{k: m.get(k, float("nan")) for k in METRIC_COLUMNS}, "run_id": run.info.run_id,
+        })
+    return rows
+
+
+def _key_params(params: dict) -> str:
+    out = []
+    for k in KEY_PARAMS:
+        if k in params:
+            v = params[k]
+            if k in ("learning_rate", "dropout"):
+                v = f"{float(v):.3g}"
+            out.append(f"{k.replace('filters_', 'f')}={v}")
+    return " ".join(out)
+
+
+def pareto_flags(rows, x="rmse", y="inference_s_per_100") -> list[bool]:
+    """True where no other row is at least as good on both metrics and better on one."""
+    flags = []
+    for r in rows:
+        dominated = any(o[x] <= r[x] and o[y] <= r[y] and (o[x] < r[x] or o[y] < r[y]) for o in rows)
+        flags.append(not dominated)
+    return flags
+
+
+def rank(rows: list[dict], metric: str = "rmse", top: int | None = None) -> list[dict]:
+    if rows and metric not in rows[0]:
+        raise UserError(f"unknown metric {metric!r} (choose from {', '.join(METRIC_COLUMNS)})")
+    for row, flag in zip(rows, pareto_flags(rows)):
+        row["pareto"] = flag
+    ranked = sorted(rows, key=lambda r: (r[metric], r["rmse"]))
+    for i, row in enumerate(ranked, 1):
+        row["rank"] = i
+    return ranked[:top] if top else ranked
+
+
+COLUMNS = ("rank", "engine", "trial", "model", "rmse", "params", "size_mb", "inference_s_per_100", "pareto",
+           "hyperparameters")
+HEADERS = ("rank", "engine", "trial", "model", "RMSE px", "params", "size MB", "inference s/100", "Pareto",
+           "key hyperparameters")
+
+
+def _cell(key, value) -> str:
+    if key == "rmse":
+        return f"{value:.3f}"
+    if key == "params":
+        return f"{int(value):,}"
+    if key == "size_mb":
+        return f"{value:.2f}"
+    if key == "inference_s_per_100":
+        return f"{value:.4f}"
+    if key == "pareto":
+        return "yes" if value else ""
+    return str(value)
+
+
+def render(rows: list[dict], fmt: str = "table") -> str:
+    cells = [[_cell(k, r[k]) for k in COLUMNS] for r in rows]
+    if fmt == "csv":
+        buf = io.StringIO()
+        writer = csv.writer(buf)
+        writer.writerow(COLUMNS + ("latency_ms", "run_id"))
+        for r in rows:
+            writer.writerow([r[k] for k in COLUMNS] + [r["latency_ms"], r["run_id"]])
+        return buf.getvalue()
+    if fmt == "md":
+        lines = ["| " + " | ".join(HEADERS) + " |", "|" + "---|" * len(HEADERS)]
+        lines += ["| " + " | ".join(c) + " |" for c in cells]
+        return "\n".join(lines) + "\n"
+    if fmt == "html":
+        head = "".join(f"<th>{html.escape(h)}</th>" for h in HEADERS)
+        body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in cells)
+        return (f"<!doctype html><meta charset=utf-8><title>Leaderboard</title>"
+                f"<style>td,th{{padding:2px 8px;border-bottom:1px solid #ddd;font:13px sans-serif}}</style>"
+                f"<table><tr>{head}</tr>{body}</table>\n")
+    if fmt != "table":
+        raise UserError(f"unknown format {fmt!r} (choose table, csv, md or html)")
+    widths = [max(len(h), *(len(c[i]) for c in cells)) if cells else len(h) for i, h in enumerate(HEADERS)]
+    line = lambda vals: "  ".join(v.ljust(w) for v, w in zip(vals, widths)).rstrip()  # noqa: E731
+    return "\n".join([line(HEADERS), line(["-" * w for w in widths])] + [line(c) for c in cells]) + "\n"
+
+
+def export_best(tracker, row: dict, out: Path, tflite: list[str] | None = None) -> Path:
+    """Write the model, config and metrics of `row` so `train.evaluate DIR` works on it."""
+    out.mkdir(parents=True, exist_ok=True)
+    local = Path(tracker.client.download_artifacts(row["run_id"], "", str(out / ".download")))
+    for name in ("model.keras", "config.json", "metrics.json", "learning_curve.png", "predictions.png"):
+        if (local / name).exists():
+            shutil.move(str(local / name), out / name)
+    shutil.rmtree(out / ".download", ignore_errors=True)
+    (out / "leaderboard_row.json").write_text(json.dumps(row, indent=2, default=str))
+    if tflite:
+        from tracking.export import export_tflite
+        export_tflite(out, tflite, tracker=tracker, run_id=row["run_id"])
+    return out
+
+
+@cli
+def main(argv=None):
+    ap = argparse.ArgumentParser(prog="python -m tracking.leaderboard", description=__doc__.splitlines()[0])
+    ap.add_argument("--space", default="cnn")
+    ap.add_argument("--study", default=None, help="only this study (default: every study of the space)")
+    ap.add_argument("--metric", default="rmse", choices=METRIC_COLUMNS)
+    ap.add_argument("--top", type=int, default=10)
+    ap.add_argument("--format", default="table", choices=("table", "csv", "md", "html"))
+    ap.add_argument("--output", default=None, help="write here instead of printing")
+    ap.add_argument("--export-best", default=None, metavar="DIR")
+    ap.add_argument("--tflite", default=None, help="with --export-best: comma list of fp32,fp16,int8")
+    ap.add_argument("--tracking-uri", default=None)
+    args = ap.parse_args(argv)
+    from tracking.mlflow_tracker import Tracker
+    tracker = Tracker(args.space, args.tracking_uri)
+    rows = rank(collect(tracker, args.study), args.metric, args.top)
+    if not rows:
+        raise UserError(f"no finished trials for space {args.space!r} in {tracker.uri}; run python -m search.run first")
+    text = render(rows, args.format)
+    if args.output:
+        Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.output).write_text(text)
+        print(f"wrote {args.output} ({len(rows)} trials)")
+    else:
+        print(text, end="")
+    if args.export_best:
+        formats = [f.strip() for f in args.tflite.split(",")] if args.tflite else None
+        out = export_best(tracker, rows[0], Path(args.export_best), formats)
+        print(f"exported best trial ({rows[0]['engine']} #{rows[0]['trial']}, RMSE {rows[0]['rmse']:.3f}) to {out}")
+
+
+if __name__ == "__main__":
+    main()
