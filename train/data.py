@@ -109,9 +109,10 @@ def parse(raw: bytes, path: str = "<data>", sha: str = "") -> FaceData:
             if delim in header and "Image" in header:
                 raise DataError(f"{path}: line 1: columns are separated by {label}; Kaggle files use ','")
         raise DataError(f"{path}: line 1: no 'Image' column (found: {', '.join(names[:5])}{', ...' if len(names) > 5 else ''})")
+    _check_field_counts(raw, len(names), path)
     try:
         df = pd.read_csv(io.BytesIO(raw), dtype=str, keep_default_na=False, na_filter=False,
-                         encoding="utf-8-sig", skipinitialspace=True)
+                         encoding="utf-8-sig", skipinitialspace=True, index_col=False)
     except pd.errors.ParserError as exc:
         m = re.search(r"Expected (\d+) fields in line (\d+), saw (\d+)", str(exc))
         if m:
@@ -130,6 +131,22 @@ def parse(raw: bytes, path: str = "<data>", sha: str = "") -> FaceData:
     else:
         ids = np.arange(1, len(df) + 1, dtype=np.int64)
     return FaceData(images, keypoints, ids, path, sha)
+
+
+def _check_field_counts(raw: bytes, expected: int, path) -> None:
+    """pandas would shift columns (or drop cells) on a row with an extra field: refuse it."""
+    buf = np.frombuffer(raw, dtype=np.uint8)
+    newlines = np.flatnonzero(buf == 10)
+    if len(newlines) == 0 or newlines[-1] != len(buf) - 1:
+        newlines = np.append(newlines, len(buf))
+    per_line = np.bincount(np.searchsorted(newlines, np.flatnonzero(buf == 44)), minlength=len(newlines)) + 1
+    starts = np.concatenate([[0], newlines[:-1] + 1])
+    blank = (newlines - starts) <= 1  # empty or a lone '\r': pandas skips these
+    bad = np.flatnonzero((per_line != expected) & ~blank)
+    if len(bad):
+        line = int(bad[0]) + 1
+        raise DataError(f"{path}: line {line}: expected {expected} fields, saw {per_line[bad[0]]} "
+                        "(stray or missing delimiter?)")
 
 
 def _numeric(column: pd.Series, path, name, allow_empty=True) -> np.ndarray:
@@ -190,9 +207,9 @@ def _parse_chunk_fast(chunk) -> np.ndarray | None:
         return None
     value = digits[ends - 1].astype(np.int32)
     two = length >= 2
-    value[two] += 10 * digits[ends[two] - 2]
+    value[two] += 10 * digits[ends[two] - 2].astype(np.int32)
     three = length == 3
-    value[three] += 100 * digits[ends[three] - 3]
+    value[three] += 100 * digits[ends[three] - 3].astype(np.int32)  # uint8 would wrap 300 to 44
     if value.max() > 255:
         return None
     return value.reshape(len(chunk), PIXELS).astype(np.uint8)

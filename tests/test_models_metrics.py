@@ -1,0 +1,68 @@
+import json
+
+import keras
+import numpy as np
+import pytest
+
+from train import metrics
+from train.errors import UserError
+from train.losses import MaskedRMSE, masked_mse
+from train.models import build, resolve
+
+
+@pytest.mark.parametrize("preset, paper", [("baseline", 1_890_366), ("manual", 235_834)])
+def test_presets_match_the_papers_parameter_counts(preset, paper):
+    assert abs(build({"model": preset}).count_params() - paper) / paper < 0.05
+
+
+def test_mobilenetv2_without_weights_has_the_expected_size_and_freezes():
+    full = build({"model": "mobilenetv2", "weights": None})
+    assert full.count_params() == 2_296_414
+    frozen = build({"model": "mobilenetv2", "fine_tune": "frozen", "alpha": 0.35})
+    trainable = sum(int(np.prod(w.shape)) for w in frozen.trainable_weights)
+    assert trainable == 1280 * 30 + 30  # only the Dense(30) head learns
+    last = build({"model": "mobilenetv2", "fine_tune": "10", "alpha": 0.35})
+    assert 1280 * 30 + 30 < sum(int(np.prod(w.shape)) for w in last.trainable_weights) < last.count_params()
+
+
+def test_bad_model_configs_are_user_errors(tmp_path):
+    with pytest.raises(UserError, match="unknown model 'resnet'"):
+        build({"model": "resnet"})
+    with pytest.raises(UserError, match="weights file not found"):
+        build({"model": "mobilenetv2", "weights": str(tmp_path / "none.h5")})
+
+
+def test_config_is_json_serialisable_and_drops_filters_of_missing_blocks():
+    cfg = resolve({"model": "cnn", "blocks": 2, "filters_3": 64})
+    json.dumps(cfg)
+    assert "filters_3" not in cfg and cfg["filters_2"] == 64
+
+
+def test_rmse_on_known_numbers_ignores_missing_cells():
+    y_true = np.array([[1.0, np.nan, 3.0], [np.nan, 5.0, 6.0]])
+    y_pred = np.array([[2.0, 100.0, 3.0], [100.0, 8.0, 6.0]])
+    assert metrics.rmse(y_true, y_pred) == pytest.approx(np.sqrt((1 + 0 + 9 + 0) / 4))
+
+
+def test_masked_loss_and_metric_ignore_nan_cells():
+    y_true = np.array([[1.0, np.nan], [3.0, 4.0]], np.float32)
+    y_pred = np.array([[2.0, 1e6], [3.0, 6.0]], np.float32)
+    assert float(masked_mse(y_true, y_pred)) == pytest.approx((1 + 0 + 4) / 3)
+    m = MaskedRMSE()
+    m.update_state(y_true[:1], y_pred[:1])
+    m.update_state(y_true[1:], y_pred[1:])
+    assert float(m.result()) == pytest.approx(np.sqrt(5 / 3))
+    complete = np.array([[1.0, 2.0]], np.float32)
+    assert float(masked_mse(complete, complete + 2)) == pytest.approx(4.0)  # equals plain MSE
+
+
+def test_model_size_is_the_saved_file_and_timing_reports_its_batch(tmp_path):
+    model = build({"model": "cnn", "blocks": 2, "filters_1": 8, "filters_2": 8, "dense_units": 0})
+    model.compile(optimizer="adam", loss=masked_mse)
+    size = metrics.save_model(model, tmp_path / "m.keras")
+    assert size == pytest.approx((tmp_path / "m.keras").stat().st_size / 1e6)
+    reloaded = keras.models.load_model(tmp_path / "m.keras", compile=False)
+    x = np.random.default_rng(0).uniform(0, 255, (2, 96, 96, 1)).astype(np.float32)
+    np.testing.assert_allclose(reloaded.predict(x, verbose=0), model.predict(x, verbose=0), rtol=1e-5)
+    timing = metrics.inference_time(model, repeats=2, warmup=1)
+    assert timing["inference_batch"] == 100 and timing["inference_s_per_100"] > 0 and timing["latency_ms"] > 0

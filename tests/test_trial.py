@@ -1,0 +1,40 @@
+import json
+
+import numpy as np
+import pytest
+
+from tests.fixtures import write_training_csv
+from train import data, evaluate, fit
+from train.trial import TrialFailed, TrialSettings, run_trial
+
+TINY = ["--model", "cnn", "--epochs", "1", "--split", "random"]
+
+
+def test_fit_then_evaluate_round_trip(tmp_path, capsys):
+    path = write_training_csv(tmp_path / "t.csv", n=24)
+    cfg = tmp_path / "c.json"
+    cfg.write_text(json.dumps({"blocks": 2, "filters_1": 8, "filters_2": 8, "dense_units": 0}))
+    fit.main([*TINY, "--config", str(cfg), "--imputation", "knn", "--augment", "flip", "--data", str(path),
+              "--out", str(tmp_path / "run")])
+    out = capsys.readouterr().out
+    assert "RMSE" in out and "params" in out
+    saved = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert config["imputation"] == "knn" and config["blocks"] == 2
+    result = evaluate.evaluate(tmp_path / "run", data.load(path))
+    assert np.isfinite(result["rmse"]) and set(result["per_keypoint"]) >= {"nose_tip", "left_eye_center"}
+    assert saved["params"] > 0 and saved["size_mb"] > 0
+
+
+def test_evaluate_needs_labels_and_a_model(tmp_path):
+    with pytest.raises(SystemExit) as exit_:
+        evaluate.main([str(tmp_path), "--data", str(write_training_csv(tmp_path / "t.csv", n=4))])
+    assert exit_.value.code == 2
+
+
+def test_a_diverging_config_fails_with_a_reason(tmp_path):
+    d = data.load(write_training_csv(tmp_path / "t.csv", n=24))
+    with pytest.raises(TrialFailed, match="NaN"):
+        run_trial({"model": "cnn", "blocks": 2, "filters_1": 8, "filters_2": 8, "batch_norm": False,
+                   "learning_rate": 1e12, "optimizer": "sgd", "augment": "none"}, d,
+                  TrialSettings(epochs=2, split="random"), out_dir=tmp_path / "o")
