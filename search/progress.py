@@ -9,7 +9,7 @@ def _clock(seconds: float) -> str:
 
 
 class Progress:
-    def __init__(self, total: int, epochs: int, stream=sys.stdout):
+    def __init__(self, total: int, epochs: int, stream=None):
         self.total, self.epochs, self.stream = total, epochs, stream
         self.done = 0
         self.best = float("inf")
@@ -26,7 +26,7 @@ class Progress:
     def _say(self, text: str) -> None:
         best = f"{self.best:.3f}" if self.best < float("inf") else "-"
         print(f"[{self.label}] {text} | best {best} px | elapsed {_clock(time.perf_counter() - self.start)}"
-              f" | ~{self._left()} left", file=self.stream, flush=True)
+              f" | ~{self._left()} left", file=self.stream or sys.stdout, flush=True)
 
     def trial_started(self, engine: str, number: int, config: dict) -> None:
         self.label = f"{engine} {self.done + 1}/{self.total}"

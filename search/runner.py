@@ -22,9 +22,6 @@ class TrialRunner:
         except Exception:
             logged = config  # the trial itself will fail and record why
         run_id = self.tracker.start_trial(self.parent_id, self.study, engine, number, logged, refs)
-        if on_start:
-            on_start(run_id)
-        self.progress.trial_started(engine, number, config)
 
         def on_epoch(epoch, logs):
             val = logs.get("val_rmse", float("nan"))
@@ -32,7 +29,10 @@ class TrialRunner:
             if report:
                 report(epoch, val)
 
-        try:
+        try:  # from here on, whatever happens closes the MLflow run with a status
+            if on_start:
+                on_start(run_id)
+            self.progress.trial_started(engine, number, config)
             with tempfile.TemporaryDirectory(prefix="fkp-trial-") as out:
                 result = run_trial(config, self.data, settings, on_epoch=on_epoch, out_dir=out)
                 self.tracker.end_trial(run_id, "finished", result)

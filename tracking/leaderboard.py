@@ -61,6 +61,7 @@ def pareto_flags(rows, x="rmse", y="inference_s_per_100") -> list[bool]:
 def rank(rows: list[dict], metric: str = "rmse", top: int | None = None) -> list[dict]:
     if rows and metric not in rows[0]:
         raise UserError(f"unknown metric {metric!r} (choose from {', '.join(METRIC_COLUMNS)})")
+    rows = [dict(r) for r in rows]  # callers keep their rows as they were
     for row, flag in zip(rows, pareto_flags(rows)):
         row["pareto"] = flag
     ranked = sorted(rows, key=lambda r: (r[metric], r["rmse"]))

@@ -1,0 +1,162 @@
+import json
+import subprocess
+import sys
+
+import keras_tuner as kt
+import numpy as np
+import optuna
+import pytest
+
+import spaces
+from search import run as search_run
+from search.adapters import KerasTunerSuggest, OptunaSuggest
+from spaces.base import Categorical, Fixed, Float, Int, sample
+from tests.fixtures import write_training_csv
+from tracking.mlflow_tracker import Tracker
+
+TINY = {"blocks": 2, "filters_1": 8, "filters_2": 8, "dense_units": 0, "augment": "none"}
+
+
+def _args(data, *extra):
+    return ["--space", "cnn", "--trials", "2", "--epochs", "1", "--split", "random", "--data", str(data),
+            "--no-presets", "--study-name", "t", *extra]
+
+
+@pytest.fixture
+def tiny(tmp_path):
+    cfg = tmp_path / "tiny.json"
+    cfg.write_text(json.dumps([{"model": "cnn", **TINY}, {"model": "cnn", **TINY, "imputation": "knn"}]))
+    return write_training_csv(tmp_path / "d.csv", n=24), cfg
+
+
+def _trials(engine=None):
+    runs = Tracker("cnn").trials(study="t")
+    return [r for r in runs if engine is None or r.data.tags["fkp_engine"] == engine]
+
+
+def test_every_engine_runs_two_tracked_trials_and_resumes_without_repeats(tiny, capsys):
+    data, cfg = tiny
+    search_run.main(_args(data, "--engine", "all", "--config", str(cfg)))
+    out = capsys.readouterr().out
+    assert "optuna-dashboard sqlite:///" in out and "mlflow ui --backend-store-uri sqlite:///" in out
+    for engine in ("manual", "optuna", "keras-tuner"):
+        runs = _trials(engine)
+        assert len(runs) == 2, engine
+        for run in runs:
+            assert run.info.status == "FINISHED"
+            assert {"rmse", "params", "size_mb", "inference_s_per_100", "latency_ms", "train_s"} <= set(run.data.metrics)
+            assert {"learning_rate", "batch_size", "imputation", "blocks"} <= set(run.data.params)
+            assert run.data.tags["mlflow.parentRunId"]
+    study = optuna.load_study(study_name="t", storage="sqlite:///mlruns/optuna.db")
+    linked = {t.user_attrs["mlflow_run_id"] for t in study.trials}
+    assert linked == {r.info.run_id for r in _trials("optuna")}
+    assert all(r.data.tags["optuna_trial_number"] in {"0", "1"} for r in _trials("optuna"))
+
+    search_run.main(_args(data, "--engine", "all", "--config", str(cfg)))  # same command again
+    assert len(_trials()) == 6
+    assert len(optuna.load_study(study_name="t", storage="sqlite:///mlruns/optuna.db").trials) == 2
+
+
+def test_a_raising_trial_is_recorded_failed_and_the_search_goes_on(tiny, tmp_path):
+    data, _ = tiny
+    cfg = tmp_path / "mixed.yaml"
+    cfg.write_text("- {model: cnn, optimizer: nonsense}\n"
+                   "- {model: cnn, blocks: 2, filters_1: 8, filters_2: 8, dense_units: 0, augment: none}\n")
+    search_run.main(_args(data, "--engine", "manual", "--config", str(cfg)))
+    status = {r.data.params.get("optimizer"): (r.info.status, r.data.tags.get("error", "")) for r in _trials()}
+    assert status["nonsense"][0] == "FAILED" and "unknown optimizer 'nonsense'" in status["nonsense"][1]
+    assert status["adam"][0] == "FINISHED"
+
+
+def test_optuna_survives_a_raising_trial(tiny, monkeypatch):
+    import search.runner as runner_mod
+    calls = {"n": 0}
+    real = runner_mod.run_trial
+
+    def flaky(config, *a, **k):
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise MemoryError("out of memory (simulated)")
+        return real({**config, **TINY}, *a, **k)
+
+    monkeypatch.setattr(runner_mod, "run_trial", flaky)
+    search_run.main(_args(tiny[0], "--engine", "optuna", "--sampler", "random"))
+    study = optuna.load_study(study_name="t", storage="sqlite:///mlruns/optuna.db")
+    states = sorted(t.state.name for t in study.trials)
+    assert states == ["COMPLETE", "FAIL"]
+    assert "out of memory" in [t for t in study.trials if t.state.name == "FAIL"][0].user_attrs["error"]
+    assert sorted(r.info.status for r in _trials()) == ["FAILED", "FINISHED"]
+
+
+def test_a_trial_left_running_by_a_killed_process_is_failed_and_rerun(tiny, monkeypatch):
+    import search.runner as runner_mod
+    from search.optuna_engine import HOST, recover
+    real = runner_mod.run_trial
+    monkeypatch.setattr(runner_mod, "run_trial", lambda config, *a, **k: real({**config, **TINY}, *a, **k))
+    from tracking import stores
+    study = optuna.create_study(study_name="t", storage=stores.optuna_url())
+    dead = study.ask({"blocks": optuna.distributions.IntDistribution(3, 5)})
+    dead.set_user_attr("host", HOST)
+    dead.set_user_attr("pid", 2 ** 22 + 12345)  # no such process
+    search_run.main(_args(tiny[0], "--engine", "optuna", "--trials", "1"))
+    study = optuna.load_study(study_name="t", storage="sqlite:///mlruns/optuna.db")
+    assert study.trials[0].state.name == "FAIL"
+    assert study.trials[1].user_attrs["retry_of"] == 0 and study.trials[1].state.name == "COMPLETE"
+    assert study.trials[1].params["blocks"] == dead.params["blocks"]
+    assert recover(study) == []  # nothing left to recover, nothing retried twice
+
+
+def test_bad_flags_are_one_line_errors():
+    for argv, message in [(["--space", "resnet"], "unknown space 'resnet'"),
+                          (["--objectives", "rmse,speed"], "unknown objective 'speed'"),
+                          (["--trials", "0"], "--trials must be at least 1")]:
+        proc = subprocess.run([sys.executable, "-m", "search.run", *argv, "--data", "none.csv"],
+                              capture_output=True, text=True)
+        assert proc.returncode == 2 and message in proc.stderr and "Traceback" not in proc.stderr
+
+
+def _describe_optuna(dist):
+    if isinstance(dist, optuna.distributions.CategoricalDistribution):
+        return ("categorical", tuple(dist.choices))
+    kind = "int" if isinstance(dist, optuna.distributions.IntDistribution) else "float"
+    return (kind, dist.low, dist.high, dist.log)
+
+
+def _describe_kt(hp):
+    if isinstance(hp, kt.engine.hyperparameters.Boolean):
+        return ("categorical", (True, False))
+    if isinstance(hp, kt.engine.hyperparameters.Choice):
+        return ("categorical", tuple(hp.values))
+    kind = "int" if isinstance(hp, kt.engine.hyperparameters.Int) else "float"
+    return (kind, hp.min_value, hp.max_value, hp.sampling == "log")
+
+
+@pytest.mark.parametrize("name", spaces.names())
+def test_both_adapters_see_the_same_names_types_and_ranges(name):
+    space = spaces.get(name)
+    deepest = {p.name: max(p.choices) if isinstance(p, Categorical) else p.high for p in space.params
+               if p.name == "blocks"}
+    study = optuna.create_study()
+    study.enqueue_trial(deepest)  # the deepest net activates every conditional parameter
+    trial = study.ask()
+    sample(space, OptunaSuggest(trial))
+    hp = kt.HyperParameters()
+    sample(space, KerasTunerSuggest(hp))
+    hp.values.update(deepest)  # Keras Tuner registers conditional parameters once they are active
+    sample(space, KerasTunerSuggest(hp))
+    optuna_view = {k: _describe_optuna(d) for k, d in trial.distributions.items()}
+    kt_view = {h.name: _describe_kt(h) for h in hp.space}
+    assert optuna_view == kt_view
+    declared = {p.name for p in space.params if not isinstance(p, Fixed)}
+    assert set(optuna_view) == declared
+
+
+def test_conditional_parameters_exist_only_when_their_parent_allows():
+    space = spaces.get("cnn")
+    study = optuna.create_study()
+    study.enqueue_trial({"blocks": 3})
+    config = sample(space, OptunaSuggest(study.ask()))
+    assert {"filters_1", "filters_2", "filters_3"} <= set(config) and "filters_4" not in config
+    with pytest.raises(ValueError, match="declared later"):
+        spaces.Space("bad", (Int("f", 1, 2, when=("depth", (2,))), Int("depth", 1, 2)))
+    assert isinstance(space.params[0], (Int, Float, Categorical, Fixed))
