@@ -45,13 +45,20 @@ def test_export_best_round_trips_through_evaluate(tmp_path, capsys):
         assert len(tracker.client.get_metric_history(run.info.run_id, "val_rmse")) == 1
     capsys.readouterr()
     leaderboard.main(["--space", "cnn", "--format", "csv", "--output", str(tmp_path / "lb.csv"),
-                      "--export-best", str(tmp_path / "best")])
+                      "--export-best", str(tmp_path / "best"), "--tflite", "fp32,int8", "--data", str(path)])
     best_rmse = min(r.data.metrics["rmse"] for r in runs)
     assert float((tmp_path / "lb.csv").read_text().splitlines()[1].split(",")[4]) == pytest.approx(best_rmse)
     result = evaluate.evaluate(tmp_path / "best", data.load(path))
     assert np.isfinite(result["rmse"])
     exported = json.loads((tmp_path / "best" / "metrics.json").read_text())
     assert exported["rmse"] == pytest.approx(best_rmse)
+    edge = json.loads((tmp_path / "best" / "litert.json").read_text())
+    assert (tmp_path / "best" / "model_int8.tflite").exists() and (tmp_path / "best" / "model_fp32.tflite").exists()
+    assert abs(edge["fp32"]["rmse_change"]) < 1e-3  # float32 LiteRT computes the same function
+    best_run = min(runs, key=lambda r: r.data.metrics["rmse"]).info.run_id
+    logged = tracker.client.get_run(best_run).data.metrics
+    assert logged["tflite_int8_size_mb"] == pytest.approx(edge["int8"]["size_mb"])
+    assert "tflite_fp32_s_per_100" in logged
 
 
 def test_leaderboard_without_runs_is_a_one_line_error():

@@ -116,7 +116,7 @@ def render(rows: list[dict], fmt: str = "table") -> str:
     return "\n".join([line(HEADERS), line(["-" * w for w in widths])] + [line(c) for c in cells]) + "\n"
 
 
-def export_best(tracker, row: dict, out: Path, tflite: list[str] | None = None) -> Path:
+def export_best(tracker, row: dict, out: Path, tflite: list[str] | None = None, data_path=None) -> Path:
     """Write the model, config and metrics of `row` so `train.evaluate DIR` works on it."""
     out.mkdir(parents=True, exist_ok=True)
     local = Path(tracker.client.download_artifacts(row["run_id"], "", str(out / ".download")))
@@ -126,9 +126,34 @@ def export_best(tracker, row: dict, out: Path, tflite: list[str] | None = None) 
     shutil.rmtree(out / ".download", ignore_errors=True)
     (out / "leaderboard_row.json").write_text(json.dumps(row, indent=2, default=str))
     if tflite:
-        from tracking.export import export_tflite
-        export_tflite(out, tflite, tracker=tracker, run_id=row["run_id"])
+        export_edge(tracker, row["run_id"], out, tflite, data_path)
     return out
+
+
+def export_edge(tracker, run_id: str, out: Path, formats: list[str], data_path=None) -> dict:
+    """LiteRT files beside the model; their size and latency are logged to the trial's MLflow run."""
+    from mlflow.entities import Metric
+
+    from train import litert
+    from train.evaluate import load_model
+    images = y_true = None
+    if data_path:
+        from train import data as data_mod
+        faces = data_mod.load(data_path)
+        images, y_true = faces.images, faces.keypoints
+    report = litert.export(load_model(out), out, formats, images, y_true)
+    (out / "litert.json").write_text(json.dumps(report, indent=2))
+    now = 0
+    metrics = [Metric(f"tflite_{fmt}_{k}", float(v), now, 0) for fmt, entry in report.items()
+               for k, v in entry.items() if k != "file"]
+    tracker.client.log_batch(run_id, metrics=metrics)
+    for entry in report.values():
+        tracker.client.log_artifact(run_id, str(out / entry["file"]), "litert")
+    for fmt, entry in report.items():
+        change = f", RMSE change {entry['rmse_change']:+.4f} px" if "rmse_change" in entry else ""
+        print(f"  {entry['file']}: {entry['size_mb']:.3f} MB, {entry['s_per_100']:.4f} s/100 images, "
+              f"{entry['latency_ms']:.2f} ms/image{change}")
+    return report
 
 
 @cli
@@ -142,6 +167,7 @@ def main(argv=None):
     ap.add_argument("--output", default=None, help="write here instead of printing")
     ap.add_argument("--export-best", default=None, metavar="DIR")
     ap.add_argument("--tflite", default=None, help="with --export-best: comma list of fp32,fp16,int8")
+    ap.add_argument("--data", default=None, help="with --tflite: labelled CSV to measure each export's RMSE change")
     ap.add_argument("--tracking-uri", default=None)
     args = ap.parse_args(argv)
     from tracking.mlflow_tracker import Tracker
@@ -158,7 +184,7 @@ def main(argv=None):
         print(text, end="")
     if args.export_best:
         formats = [f.strip() for f in args.tflite.split(",")] if args.tflite else None
-        out = export_best(tracker, rows[0], Path(args.export_best), formats)
+        out = export_best(tracker, rows[0], Path(args.export_best), formats, args.data)
         print(f"exported best trial ({rows[0]['engine']} #{rows[0]['trial']}, RMSE {rows[0]['rmse']:.3f}) to {out}")
 
 
