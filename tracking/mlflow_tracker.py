@@ -18,7 +18,8 @@ from pathlib import Path
 from tracking import stores
 
 STATUS = {"finished": "FINISHED", "failed": "FAILED", "pruned": "KILLED", "killed": "KILLED"}
-METRICS = ("rmse", "params", "size_mb", "inference_s_per_100", "latency_ms", "train_s")
+METRICS = ("rmse", "params", "size_mb", "inference_s_per_100", "latency_ms", "train_s", "measure_s",
+           "train_images_per_s")
 HOST = socket.gethostname()
 
 

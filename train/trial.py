@@ -112,6 +112,7 @@ def run_trial(config: dict, data, settings: TrialSettings | None = None,
     if not history.get("loss") or any(not math.isfinite(v) for v in history["loss"]):
         raise TrialFailed(f"loss became NaN or infinite at epoch {len(history.get('loss', []))}")
 
+    t_measure = time.perf_counter()
     val_pred = metrics.predict(model, x_val)
     out = Path(out_dir) if out_dir else Path(tempfile.mkdtemp(prefix="fkp-trial-"))
     model_path = out / "model.keras"
@@ -122,9 +123,12 @@ def run_trial(config: dict, data, settings: TrialSettings | None = None,
         **metrics.inference_time(model),
         "train_s": train_s,
         "epochs": len(history["loss"]),
+        # steady-state speed: the first epoch also pays for tracing the graph
+        "train_images_per_s": len(x_train) / min(hook.epoch_s[1:] or hook.epoch_s),
         "train_images": int(len(x_train)),
         "val_images": int(len(x_val)),
     }
+    result["measure_s"] = time.perf_counter() - t_measure
     return TrialResult(cfg, result, history, model, model_path, x_val[..., 0], y_val, val_pred)
 
 
@@ -135,8 +139,13 @@ class _EpochHook(keras.callbacks.Callback):
         super().__init__()
         self.on_epoch = on_epoch
         self.history: dict[str, list] = {"loss": [], "val_rmse": [], "rmse": []}
+        self.epoch_s: list[float] = []
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._t0 = time.perf_counter()
 
     def on_epoch_end(self, epoch, logs=None):
+        self.epoch_s.append(time.perf_counter() - self._t0)
         logs = logs or {}
         for key in self.history:
             if key in logs:

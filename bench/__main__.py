@@ -1,0 +1,228 @@
+"""python -m bench: measure the platform's own costs; writes bench/results.md and bench/results.json.
+
+Run it on a quiet machine: every figure is a wall-clock time.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import tempfile
+import time
+from importlib import metadata
+from pathlib import Path
+
+import numpy as np
+
+from train.errors import cli
+
+HERE = Path(__file__).resolve().parent
+PRESETS = ("baseline", "manual", "mobilenetv2")
+TARGETS = {"cached_load_s": 0.2, "tracking_share": 0.02, "manual_s_per_100": 0.08, "export_rmse_change": 0.02}
+
+
+def machine() -> dict:
+    cpu = platform.processor() or "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    versions = {}
+    for pkg in ("tensorflow-cpu", "tensorflow", "keras", "keras-tuner", "optuna", "mlflow", "numpy", "ai-edge-litert"):
+        try:
+            versions[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            pass
+    return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(),
+            "platform": platform.platform(), "versions": versions, "date": time.strftime("%Y-%m-%d %H:%M")}
+
+
+def bench_data(path) -> dict:
+    from train import data
+    t0 = time.perf_counter()
+    data.load(path, cache=False)
+    cold = time.perf_counter() - t0
+    data.load(path)  # fills the cache
+    cached = []
+    for _ in range(5):
+        t0 = time.perf_counter()
+        data.load(path)
+        cached.append(time.perf_counter() - t0)
+    return {"cold_load_s": cold, "cached_load_s": float(np.median(cached))}
+
+
+def keras_predict_s_per_100(model) -> float:
+    from train.metrics import _median_seconds
+    x = np.random.default_rng(0).uniform(0, 255, (100, 96, 96, 1)).astype(np.float32)
+    model.predict(x, batch_size=100, verbose=0)
+    return _median_seconds(lambda: model.predict(x, batch_size=100, verbose=0), 10)
+
+
+def bench_preset(preset, data, epochs) -> dict:
+    from train import litert
+    from train.trial import TrialSettings, run_trial
+    with tempfile.TemporaryDirectory() as out:
+        result = run_trial({"model": preset}, data, TrialSettings(epochs=epochs), out_dir=out)
+        m = result.metrics
+        edge = litert.export(result.model, out, litert.FORMATS, result.val_images, result.val_true)
+    return {"params": m["params"], "size_mb": m["size_mb"], "rmse": m["rmse"], "epochs": m["epochs"],
+            "train_images_per_s": m["train_images_per_s"],
+            "keras_predict_s_per_100": keras_predict_s_per_100(result.model),
+            "compiled_call_s_per_100": m["inference_s_per_100"], "latency_ms": m["latency_ms"],
+            "litert": {fmt: {k: v for k, v in e.items() if k != "file"} for fmt, e in edge.items()}}
+
+
+def bench_search(data, trials, epochs, store) -> dict:
+    """Per-trial time outside training, from the MLflow runs of a small real search per engine."""
+    from search import run as search_run
+    from tracking.mlflow_tracker import Tracker
+    os.environ["FKP_STORE_DIR"] = str(store)
+    out = {}
+    for engine in ("optuna", "keras-tuner"):
+        search_run.main(["--space", "cnn", "--engine", engine, "--trials", str(trials), "--epochs", str(epochs),
+                         "--data", data, "--study-name", f"bench-{engine}", "--pruner", "none"])
+        runs = [r for r in Tracker("cnn").trials(study=f"bench-{engine}") if r.info.status == "FINISHED"]
+        rows = []
+        for r in runs:
+            m = r.data.metrics
+            wall = (r.info.end_time - r.info.start_time) / 1000
+            rows.append({"wall_s": wall, "train_s": m["train_s"], "measure_s": m["measure_s"],
+                         "tracking_s": m["tracking_s"],
+                         "other_s": wall - m["train_s"] - m["measure_s"] - m["tracking_s"]})
+        mean = {k: float(np.mean([r[k] for r in rows])) for k in rows[0]}
+        mean["tracking_share"] = mean["tracking_s"] / mean["train_s"]
+        mean["outside_training_share"] = (mean["wall_s"] - mean["train_s"]) / mean["train_s"]
+        out[engine] = mean
+    return out
+
+
+def bench_pruning(data, trials, epochs, store) -> dict:
+    from search import run as search_run
+    from tracking.mlflow_tracker import Tracker
+    os.environ["FKP_STORE_DIR"] = str(store)
+    out = {}
+    for pruner in ("none", "median"):
+        study = f"prune-{pruner}"
+        t0, c0 = time.perf_counter(), time.process_time()
+        search_run.main(["--space", "cnn", "--engine", "optuna", "--trials", str(trials), "--epochs", str(epochs),
+                         "--data", data, "--study-name", study, "--pruner", pruner, "--seed", "0"])
+        runs = Tracker("cnn").trials(study=study)
+        best = min((r.data.metrics["rmse"] for r in runs if "rmse" in r.data.metrics), default=float("nan"))
+        out[pruner] = {"wall_s": time.perf_counter() - t0, "cpu_s": time.process_time() - c0, "best_rmse": best,
+                       "pruned": sum(r.data.tags.get("fkp_status") == "pruned" for r in runs),
+                       "epochs_trained": int(sum(len(Tracker("cnn").client.get_metric_history(r.info.run_id, "loss"))
+                                                 for r in runs))}
+    return out
+
+
+def render(results: dict) -> str:
+    m = results["machine"]
+    lines = ["# Benchmark results", "",
+             f"Produced by `{results['command']}` on {m['date']}.", "",
+             f"Machine: {m['cpu']}, {m['cores']} cores, Python {m['python']}, "
+             + ", ".join(f"{k} {v}" for k, v in m["versions"].items()) + ".", "",
+             "## Data", "", "| load | seconds | target |", "|---|---|---|"]
+    d = results["data"]
+    lines += [f"| cold (parse + validate) | {d['cold_load_s']:.3f} | |",
+              f"| cached (content-keyed) | {d['cached_load_s']:.3f} | ≤ {TARGETS['cached_load_s']} |", ""]
+    lines += ["## Presets: training and inference", "",
+              f"Each preset trained {results['preset_epochs']} epochs on the shared data (group split), then measured. "
+              "Inference is seconds per 100 images (one batch of 100, median of repeats after warm-up); "
+              "RMSE change is each LiteRT file's RMSE minus the Keras model's, on the held-back validation faces.", "",
+              "| preset | params | size MB | train images/s | Keras predict s/100 | compiled call s/100 | latency ms "
+              "| LiteRT fp32 s/100 | fp16 s/100 | int8 s/100 | fp16 MB | int8 MB | RMSE px | ΔRMSE fp16 | ΔRMSE int8 |",
+              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for name, p in results["presets"].items():
+        e = p["litert"]
+        lines.append(f"| {name} | {p['params']:,} | {p['size_mb']:.2f} | {p['train_images_per_s']:.0f} | "
+                     f"{p['keras_predict_s_per_100']:.4f} | {p['compiled_call_s_per_100']:.4f} | {p['latency_ms']:.2f} | "
+                     f"{e['fp32']['s_per_100']:.4f} | {e['fp16']['s_per_100']:.4f} | {e['int8']['s_per_100']:.4f} | "
+                     f"{e['fp16']['size_mb']:.3f} | {e['int8']['size_mb']:.3f} | {p['rmse']:.3f} | "
+                     f"{e['fp16']['rmse_change']:+.4f} | {e['int8']['rmse_change']:+.4f} |")
+    s = results["search"]
+    lines += ["", "## Search overhead per trial",
+              "", f"Mean over a real search of {results['search_trials']} trials × {results['search_epochs']} epochs "
+              "per engine. *measure* = validation predictions, saving the model and timing inference; "
+              "*tracking* = MLflow logging incl. plots and artifacts; *other* = suggest, build, data preparation.", "",
+              "| engine | trial wall s | train s | measure s | tracking s | other s | tracking / train | outside training / train |",
+              "|---|---|---|---|---|---|---|---|"]
+    for engine, r in s.items():
+        lines.append(f"| {engine} | {r['wall_s']:.1f} | {r['train_s']:.1f} | {r['measure_s']:.2f} | "
+                     f"{r['tracking_s']:.2f} | {r['other_s']:.2f} | {100 * r['tracking_share']:.2f}% | "
+                     f"{100 * r['outside_training_share']:.1f}% |")
+    pr = results["pruning"]
+    lines += ["", "## Pruning", "",
+              f"The same Optuna search (TPE, seed 0, {results['pruning_trials']} trials × {results['pruning_epochs']} "
+              "epochs) without and with the median pruner.", "",
+              "| pruner | wall s | CPU s | epochs trained | trials pruned | best RMSE px |", "|---|---|---|---|---|---|"]
+    for name, r in pr.items():
+        lines.append(f"| {name} | {r['wall_s']:.0f} | {r['cpu_s']:.0f} | {r['epochs_trained']} | {r['pruned']} | "
+                     f"{r['best_rmse']:.3f} |")
+    lines += ["", "## Targets", ""] + [f"- {t}" for t in results["targets"]]
+    return "\n".join(lines) + "\n"
+
+
+def check_targets(results) -> list[str]:
+    out = []
+    cached = results["data"]["cached_load_s"]
+    out.append(f"cached CSV load ≤ 0.2 s: {cached:.3f} s — {'met' if cached <= 0.2 else 'MISSED'}")
+    share = max(r["tracking_share"] for r in results["search"].values())
+    out.append(f"tracking ≤ 2% of training time: {100 * share:.2f}% — {'met' if share <= 0.02 else 'MISSED'}")
+    if "manual" in results["presets"]:
+        p = results["presets"]["manual"]
+        s = p["compiled_call_s_per_100"]
+        out.append(f"manual preset ≤ 0.08 s/100 images (platform measurement): {s:.4f} s — "
+                   f"{'met' if s <= 0.08 else 'MISSED'}")
+        for fmt in ("fp16", "int8"):
+            e = p["litert"][fmt]
+            faster = e["s_per_100"] < s
+            small = abs(e["rmse_change"]) <= 0.02
+            out.append(f"manual {fmt} export faster ({e['s_per_100']:.4f} s/100) and RMSE change ≤ 0.02 px "
+                       f"({e['rmse_change']:+.4f}): {'met' if faster and small else 'MISSED'}")
+    return out
+
+
+@cli
+def main(argv=None):
+    ap = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
+    ap.add_argument("--data", default="../shared/data/training.csv.gz")
+    ap.add_argument("--preset-epochs", type=int, default=2)
+    ap.add_argument("--search-trials", type=int, default=2)
+    ap.add_argument("--search-epochs", type=int, default=2)
+    ap.add_argument("--pruning-trials", type=int, default=6)
+    ap.add_argument("--pruning-epochs", type=int, default=4)
+    ap.add_argument("--presets", default=",".join(PRESETS))
+    ap.add_argument("--out", default=str(HERE))
+    args = ap.parse_args(argv)
+    from train import data as data_mod
+    import sys
+    results = {"command": " ".join(["python -m bench", *(sys.argv[1:] if argv is None else argv)]).strip(),
+               "machine": machine(),
+               "preset_epochs": args.preset_epochs, "search_trials": args.search_trials,
+               "search_epochs": args.search_epochs, "pruning_trials": args.pruning_trials,
+               "pruning_epochs": args.pruning_epochs}
+    print("bench: data", flush=True)
+    results["data"] = bench_data(args.data)
+    faces = data_mod.load(args.data)
+    results["presets"] = {}
+    for preset in args.presets.split(","):
+        print(f"bench: preset {preset}", flush=True)
+        results["presets"][preset] = bench_preset(preset, faces, args.preset_epochs)
+    with tempfile.TemporaryDirectory() as store:
+        print("bench: search overhead", flush=True)
+        results["search"] = bench_search(args.data, args.search_trials, args.search_epochs, Path(store) / "s")
+        print("bench: pruning", flush=True)
+        results["pruning"] = bench_pruning(args.data, args.pruning_trials, args.pruning_epochs, Path(store) / "p")
+    results["targets"] = check_targets(results)
+    out = Path(args.out)
+    (out / "results.json").write_text(json.dumps(results, indent=2))
+    (out / "results.md").write_text(render(results))
+    print(render(results))
+
+
+if __name__ == "__main__":
+    main()
