@@ -45,7 +45,8 @@ def make_engines(args) -> list:
 
 def parse(argv):
     ap = argparse.ArgumentParser(prog="python -m search.run", description=__doc__.splitlines()[0])
-    ap.add_argument("--space", default="cnn", help="cnn, mobilenetv2 or nasnetmobile (default: cnn)")
+    ap.add_argument("--space", default="cnn",
+                    help="cnn, mobilenetv2, nasnetmobile, or paper (the paper's grid) (default: cnn)")
     ap.add_argument("--engine", choices=(*ENGINES, "all"), default="optuna")
     ap.add_argument("--trials", type=int, default=6, help="trials per engine (default: 6)")
     ap.add_argument("--timeout", type=float, default=None, help="seconds per engine (Optuna)")
@@ -59,6 +60,8 @@ def parse(argv):
     ap.add_argument("--no-presets", action="store_true", help="manual engine: skip the space's presets")
     ap.add_argument("--storage", default=None, help="Optuna storage URL (default: sqlite under mlruns/)")
     ap.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default: sqlite under mlruns/)")
+    ap.add_argument("--kt-trials", type=int, default=3,
+                    help="--space paper: trials of the Keras Tuner search behind the tuned-CNN row")
     add_training_flags(ap, epochs=5)
     args = ap.parse_args(argv)
     if args.trials < 1:
@@ -68,43 +71,58 @@ def parse(argv):
     return args
 
 
+def run_engine(engine, space, tracker, data, settings, budget, params: dict) -> bool:
+    """One engine over one study: parent run, dead-trial cleanup, the search. False if interrupted."""
+    from search.progress import Progress
+    from search.runner import TrialRunner
+    parent = tracker.open_search(budget.study, engine.name, {**params, "engine": engine.name, **engine.describe()})
+    for run in tracker.fail_dead_trials(parent):
+        print(f"[{engine.name}] MLflow run {run.info.run_name} was cut off by a killed process: marked failed")
+    runner = TrialRunner(data, settings, tracker, Progress(budget.trials, settings.epochs), budget.study)
+    runner.parent_id = parent
+    try:
+        engine.run(space, runner, budget)
+    except KeyboardInterrupt:
+        tracker.close_search(parent, "KILLED")
+        print("\ninterrupted: finished trials are saved; run the same command to resume", file=sys.stderr)
+        return False
+    tracker.close_search(parent, "FINISHED")
+    return True
+
+
 @cli
 def main(argv=None):
     args = parse(argv)
     import spaces
-    from search.progress import Progress
-    from search.runner import TrialRunner
     from search.summary import print_summary
     from tracking import stores
     from tracking.mlflow_tracker import Tracker
     from train import data as data_mod
 
     space = spaces.get(args.space)
+    if not space.params and args.engine not in ("manual", "optuna"):
+        raise UserError(f"space {args.space!r} is a fixed grid: it runs with --engine manual")
+    if not space.params:
+        args.engine = "manual"
     engines = make_engines(args)  # flag errors surface before any data is read
     settings = settings_from(args)
     study = args.study_name or args.space
     data = data_mod.load(args.data)
     print(f"data: {args.data} ({len(data)} faces, {int((data.keypoints == data.keypoints).all(1).sum())} fully labelled)",
           flush=True)
+    params = {"space": args.space, "trials": args.trials, "epochs": args.epochs, "seed": args.seed,
+              "data": args.data, "data_sha": data.sha, "split": args.split, "val_fraction": args.val_fraction}
+    if args.space == "paper":
+        from search.paper import tuned_cnn
+        from spaces import paper as paper_space
+        space = paper_space.space(tuned_cnn(args, data, settings, params, run_engine))
+        args.trials = len(space.presets)
     tracker = Tracker(args.space, args.tracking_uri)
     budget = Budget(args.trials, args.timeout, args.seed, study)
     interrupted = False
     for engine in engines:
-        parent = tracker.open_search(study, engine.name, {
-            "space": args.space, "engine": engine.name, **engine.describe(), "trials": args.trials,
-            "epochs": args.epochs, "seed": args.seed, "data": args.data, "data_sha": data.sha,
-            "split": args.split, "val_fraction": args.val_fraction})
-        for run in tracker.fail_dead_trials(parent):
-            print(f"[{engine.name}] MLflow run {run.info.run_name} was cut off by a killed process: marked failed")
-        runner = TrialRunner(data, settings, tracker, Progress(args.trials, args.epochs), study)
-        runner.parent_id = parent
-        try:
-            engine.run(space, runner, budget)
-            tracker.close_search(parent, "FINISHED")
-        except KeyboardInterrupt:
-            tracker.close_search(parent, "KILLED")
+        if not run_engine(engine, space, tracker, data, settings, budget, params):
             interrupted = True
-            print("\ninterrupted: finished trials are saved; run the same command to resume", file=sys.stderr)
             break
     print_summary(tracker, study, engines)
     print("\nBrowse the results:")
@@ -113,6 +131,8 @@ def main(argv=None):
         if engine.name == "optuna":
             print(f"  {stores.dashboard_command(engine.storage_url)}")
     print(f"  python -m tracking.leaderboard --space {args.space}")
+    if args.space == "paper":
+        print("  python -m tracking.report --space paper --output docs/paper")
     if interrupted:
         raise SystemExit(130)
 

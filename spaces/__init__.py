@@ -7,8 +7,8 @@ from train.errors import UserError
 
 
 def _registry():
-    from spaces import cnn, mobilenetv2, nasnetmobile
-    return {s.SPACE.name: s.SPACE for s in (cnn, mobilenetv2, nasnetmobile)}
+    from spaces import cnn, mobilenetv2, nasnetmobile, paper
+    return {s.SPACE.name: s.SPACE for s in (cnn, mobilenetv2, nasnetmobile, paper)}
 
 
 def get(name: str) -> Space:

@@ -1,0 +1,64 @@
+import time
+
+import pytest
+
+from spaces import paper
+from tracking import report
+from tracking.mlflow_tracker import Tracker
+
+
+def test_grid_expands_to_every_model_and_column():
+    tuned = {"model": "cnn", "blocks": 3, "filters_1": 32, "imputation": "knn"}
+    grid = paper.cells({k: v for k, v in tuned.items() if k != "imputation"})
+    assert len(grid) == 7 * 6 == len({(c["cell_model"], c["cell_column"]) for c in grid})
+    by_cell = {(c["cell_model"], c["cell_column"]): c for c in grid}
+    assert by_cell[("kt-tuned", "ffill")] == {"model": "cnn", "blocks": 3, "filters_1": 32, "imputation": "ffill",
+                                              "augment": "none", "cell_model": "kt-tuned", "cell_column": "ffill"}
+    assert by_cell[("mobilenetv2-frozen", "augment")]["fine_tune"] == "frozen"
+    assert by_cell[("mobilenetv2-frozen", "augment")]["imputation"] == "none"
+    assert by_cell[("nasnetmobile-all", "masked+flip")]["augment"] == "flip"
+    assert {c["cell_column"] for c in grid} == {"none", "ffill", "knn", "augment", "masked", "masked+flip"}
+    assert len(paper.cells()) == 36  # without a tuned CNN the grid has no kt-tuned row
+
+
+def _store(rmse):
+    """A small MLflow store holding finished grid cells with known metrics."""
+    tracker = Tracker("paper")
+    from mlflow.entities import Metric, Param
+    parent = tracker.open_search("paper", "manual", {"space": "paper"})
+    now = int(time.time() * 1000)
+    for (model, column), value in rmse.items():
+        run_id = tracker.start_trial(parent, "paper", "manual", 0, {"model": model, "cell_model": model,
+                                                                    "cell_column": column})
+        params = {"baseline": 1_883_613, "manual": 237_246}[model]
+        metrics = {"rmse": value, "params": params, "size_mb": params * 12e-6, "epochs": 2,
+                   "inference_s_per_100": 0.3 if model == "baseline" else 0.07}
+        tracker.client.log_batch(run_id, metrics=[Metric(k, v, now, 0) for k, v in metrics.items()] +
+                                 [Metric("val_rmse", value + 1, now, 0), Metric("val_rmse", value, now, 1)])
+        tracker.client.set_terminated(run_id, "FINISHED")
+    return tracker
+
+
+def test_report_renders_tables_plots_and_findings_from_a_store(tmp_path):
+    rmse = {("baseline", "none"): 3.0, ("baseline", "ffill"): 2.8, ("baseline", "knn"): 2.9,
+            ("baseline", "augment"): 2.5, ("baseline", "masked"): 2.4, ("baseline", "masked+flip"): 2.2,
+            ("manual", "none"): 3.5, ("manual", "ffill"): 3.1, ("manual", "knn"): 3.0,
+            ("manual", "augment"): 3.2, ("manual", "masked"): 2.9, ("manual", "masked+flip"): 2.7}
+    _store(rmse)
+    report.main(["--space", "paper", "--output", str(tmp_path / "out")])
+    md = (tmp_path / "out" / "report.md").read_text()
+    assert "| baseline | 3.000 | 2.800 | 2.900 | 2.500 | 2.400 | 2.200 |" in md
+    assert "| baseline | 1,883,613 | 1,890,366 |" in md  # ours beside the paper's published count
+    assert "For 1 of 2 models the paper's augmentation column beats" in md and "(baseline)" in md
+    assert "For 2 of 2 models the masked loss" in md
+    assert "Lowest RMSE: baseline / masked+flip at 2.200 px" in md
+    assert "ImageNet" in md and "weights=None" in md
+    for png in ("rmse_by_model.png", "tradeoff.png", "curves.png"):
+        assert (tmp_path / "out" / png).stat().st_size > 1000
+    assert "<table>" in (tmp_path / "out" / "report.html").read_text()
+
+
+def test_report_without_a_grid_is_a_one_line_error():
+    with pytest.raises(SystemExit) as exit_:
+        report.main(["--space", "paper"])
+    assert exit_.value.code == 2
