@@ -78,15 +78,8 @@ def plots(grid, tracker, out: Path) -> dict[str, str]:
         if pts:
             x, y, p = zip(*pts)
             ax.scatter(x, y, s=[max(15, v / 2e4) for v in p], alpha=0.6, label=m)
-    ax.set_xlabel("inference s / 100 images")
-    ax.set_ylabel("validation RMSE (px)")
-    ax.set_title("Trade-off (marker area ~ parameters)")
-    ax.legend(fontsize=7)
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(out / "tradeoff.png")
-    plt.close(fig)
-    files["tradeoff"] = "tradeoff.png"
+    files["tradeoff"] = _finish(fig, ax, out / "tradeoff.png", "inference s / 100 images",
+                               "Trade-off (marker area ~ parameters)")
 
     fig, ax = plt.subplots(figsize=(6.5, 4), dpi=90)
     for m in models:
@@ -94,16 +87,21 @@ def plots(grid, tracker, out: Path) -> dict[str, str]:
         if cell:
             hist = tracker.client.get_metric_history(cell["run_id"], "val_rmse")
             ax.plot([h.step + 1 for h in hist], [h.value for h in hist], marker="o", label=m)
-    ax.set_xlabel("epoch")
+    files["curves"] = _finish(fig, ax, out / "curves.png", "epoch", "Training curves (masked + flip)")
+    return files
+
+
+def _finish(fig, ax, path: Path, xlabel: str, title: str) -> str:
+    import matplotlib.pyplot as plt
+    ax.set_xlabel(xlabel)
     ax.set_ylabel("validation RMSE (px)")
-    ax.set_title("Training curves (masked + flip)")
+    ax.set_title(title)
     ax.legend(fontsize=7)
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(out / "curves.png")
+    fig.savefig(path)
     plt.close(fig)
-    files["curves"] = "curves.png"
-    return files
+    return path.name
 
 
 def findings(grid) -> list[str]:
