@@ -132,11 +132,18 @@ class OptunaEngine:
         multi = len(self.objectives) > 1
         sampler = make_sampler("nsga2" if multi and self.sampler_name == "tpe" else self.sampler_name, space, seed)
         try:
-            return optuna.create_study(study_name=study_name, storage=make_storage(self.storage_url),
-                                       sampler=sampler, pruner=make_pruner(self.pruner_name),
-                                       directions=["minimize"] * len(self.objectives), load_if_exists=True)
+            study = optuna.create_study(study_name=study_name, storage=make_storage(self.storage_url),
+                                        sampler=sampler, pruner=make_pruner(self.pruner_name),
+                                        directions=["minimize"] * len(self.objectives), load_if_exists=True)
         except ValueError as exc:  # e.g. the stored study has other directions
             raise UserError(f"Optuna study {study_name!r}: {exc}") from None
+        existing = len(study.get_trials(deepcopy=False))
+        if existing:
+            # A resumed process re-seeded like the first one would replay its random draws and
+            # propose finished configs again: continue the seed sequence instead.
+            name = "nsga2" if multi and self.sampler_name == "tpe" else self.sampler_name
+            study.sampler = make_sampler(name, space, seed + existing)
+        return study
 
     def run(self, space, runner, budget) -> None:
         import optuna

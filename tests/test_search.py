@@ -160,3 +160,13 @@ def test_conditional_parameters_exist_only_when_their_parent_allows():
     with pytest.raises(ValueError, match="declared later"):
         spaces.Space("bad", (Int("f", 1, 2, when=("depth", (2,))), Int("depth", 1, 2)))
     assert isinstance(space.params[0], (Int, Float, Categorical, Fixed))
+
+
+def test_a_resumed_study_does_not_replay_the_samplers_first_draws(tiny, monkeypatch):
+    import search.runner as runner_mod
+    real = runner_mod.run_trial
+    monkeypatch.setattr(runner_mod, "run_trial", lambda config, *a, **k: real({**config, **TINY}, *a, **k))
+    search_run.main(_args(tiny[0], "--engine", "optuna", "--sampler", "random", "--trials", "1"))
+    search_run.main(_args(tiny[0], "--engine", "optuna", "--sampler", "random", "--trials", "2"))
+    first, second = optuna.load_study(study_name="t", storage="sqlite:///mlruns/optuna.db").trials
+    assert first.params != second.params
