@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from train.errors import cli
+from train.errors import UserError, cli
 
 HERE = Path(__file__).resolve().parent
 PRESETS = ("baseline", "manual", "mobilenetv2")
@@ -122,7 +122,9 @@ def bench_pruning(data, trials, epochs, store) -> dict:
 def render(results: dict) -> str:
     m = results["machine"]
     lines = ["# Benchmark results", "",
-             f"Produced by `{results['command']}` on {m['date']}.", "",
+             f"Produced by `{results['command']}`"
+             + "".join(f"; {', '.join(u['sections'])} re-measured by `{u['command']}` on {u['date']}"
+                       for u in results.get("updates", [])) + ".", "",
              f"Machine: {m['cpu']}, {m['cores']} cores, Python {m['python']}, "
              + ", ".join(f"{k} {v}" for k, v in m["versions"].items()) + ".", "",
              "## Data", "", "| load | seconds | target |", "|---|---|---|"]
@@ -197,28 +199,47 @@ def main(argv=None):
     ap.add_argument("--pruning-epochs", type=int, default=4)
     ap.add_argument("--presets", default=",".join(PRESETS))
     ap.add_argument("--out", default=str(HERE))
+    ap.add_argument("--sections", default="data,presets,search,pruning",
+                    help="re-measure only these; the others are kept from the existing results.json")
     args = ap.parse_args(argv)
+    sections = set(args.sections.split(","))
     from train import data as data_mod
     import sys
-    results = {"command": " ".join(["python -m bench", *(sys.argv[1:] if argv is None else argv)]).strip(),
-               "machine": machine(),
-               "preset_epochs": args.preset_epochs, "search_trials": args.search_trials,
-               "search_epochs": args.search_epochs, "pruning_trials": args.pruning_trials,
-               "pruning_epochs": args.pruning_epochs}
-    print("bench: data", flush=True)
-    results["data"] = bench_data(args.data)
-    faces = data_mod.load(args.data)
-    results["presets"] = {}
-    for preset in args.presets.split(","):
-        print(f"bench: preset {preset}", flush=True)
-        results["presets"][preset] = bench_preset(preset, faces, args.preset_epochs)
-    with tempfile.TemporaryDirectory() as store:
-        print("bench: search overhead", flush=True)
-        results["search"] = bench_search(args.data, args.search_trials, args.search_epochs, Path(store) / "s")
-        print("bench: pruning", flush=True)
-        results["pruning"] = bench_pruning(args.data, args.pruning_trials, args.pruning_epochs, Path(store) / "p")
-    results["targets"] = check_targets(results)
+    command = " ".join(["python -m bench", *(sys.argv[1:] if argv is None else argv)]).strip()
     out = Path(args.out)
+    previous = json.loads((out / "results.json").read_text()) if (out / "results.json").exists() else {}
+    if sections != {"data", "presets", "search", "pruning"} and not previous:
+        raise UserError("--sections needs an existing results.json to keep the other sections from")
+    results = previous if sections != {"data", "presets", "search", "pruning"} else {}
+    results["machine"] = machine()
+    if not previous or not results.get("command"):
+        results["command"] = command
+    if results is previous:
+        results.setdefault("updates", []).append({"sections": sorted(sections), "command": command,
+                                                  "date": results["machine"]["date"]})
+    else:
+        results.update(preset_epochs=args.preset_epochs, search_trials=args.search_trials,
+                       search_epochs=args.search_epochs, pruning_trials=args.pruning_trials,
+                       pruning_epochs=args.pruning_epochs)
+    if "data" in sections:
+        print("bench: data", flush=True)
+        results["data"] = bench_data(args.data)
+    if "presets" in sections:
+        faces = data_mod.load(args.data)
+        results["preset_epochs"] = args.preset_epochs
+        results["presets"] = {}
+        for preset in args.presets.split(","):
+            print(f"bench: preset {preset}", flush=True)
+            results["presets"][preset] = bench_preset(preset, faces, args.preset_epochs)
+    with tempfile.TemporaryDirectory() as store:
+        if "search" in sections:
+            print("bench: search overhead", flush=True)
+            results["search"] = bench_search(args.data, args.search_trials, args.search_epochs, Path(store) / "s")
+        if "pruning" in sections:
+            print("bench: pruning", flush=True)
+            results["pruning"] = bench_pruning(args.data, args.pruning_trials, args.pruning_epochs,
+                                               Path(store) / "p")
+    results["targets"] = check_targets(results)
     (out / "results.json").write_text(json.dumps(results, indent=2))
     (out / "results.md").write_text(render(results))
     print(render(results))

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import time
 from pathlib import Path
 
 import numpy as np
@@ -33,8 +32,12 @@ class Runner:
     """A LiteRT interpreter (ai-edge-litert; tf.lite.Interpreter is deprecated) for one batch size."""
 
     def __init__(self, content: bytes, batch: int, threads: int | None = None):
+        import os
+
         from ai_edge_litert.interpreter import Interpreter
-        self.interpreter = Interpreter(model_content=content, num_threads=threads)
+        # The interpreter defaults to one thread; TensorFlow uses every core, and so should we
+        # when comparing the two (measured: int8 0.052 -> 0.027 s/100 on 2 cores).
+        self.interpreter = Interpreter(model_content=content, num_threads=threads or os.cpu_count())
         self.input = self.interpreter.get_input_details()[0]["index"]
         self.output = self.interpreter.get_output_details()[0]["index"]
         self.interpreter.resize_tensor_input(self.input, [batch, SIZE, SIZE, 1])
