@@ -28,7 +28,7 @@ def evaluate(folder, data) -> dict:
     pred = metrics.predict(load_model(folder), data.images)
     return {"rmse": metrics.rmse(data.keypoints, pred), "rows": len(data),
             "per_keypoint": metrics.rmse_per_keypoint(data.keypoints, pred),
-            "labels": {k: int(v) for k, v in zip(("cells",), [np.isfinite(data.keypoints).sum()])}}
+            "labelled_cells": int(np.isfinite(data.keypoints).sum())}
 
 
 @cli
@@ -43,7 +43,7 @@ def main(argv=None):
     if args.json:
         print(json.dumps(result, indent=2))
         return
-    print(f"RMSE {result['rmse']:.3f} px over {result['labels']['cells']} labelled cells in {result['rows']} faces")
+    print(f"RMSE {result['rmse']:.3f} px over {result['labelled_cells']} labelled cells in {result['rows']} faces")
     for name, value in result["per_keypoint"].items():
         print(f"  {name:<26} {'-' if np.isnan(value) else f'{value:.3f}'}")
 
