@@ -2,12 +2,12 @@
 from __future__ import annotations
 
 import os
-import socket
 import warnings
 
 from search.adapters import OptunaSuggest
 from spaces.base import Categorical, Fixed, Float, Int, sample
 from tracking import stores
+from tracking.liveness import HOST, dead_here
 from train.errors import UserError
 from train.trial import Pruned
 
@@ -15,7 +15,6 @@ SAMPLERS = ("tpe", "random", "cmaes", "nsga2", "grid")
 PRUNERS = ("median", "hyperband", "none")
 OBJECTIVE_METRICS = {"rmse": "rmse", "latency": "latency_ms", "params": "params", "size": "size_mb",
                      "inference": "inference_s_per_100"}
-HOST = socket.gethostname()
 
 
 def grid_of(space) -> dict:
@@ -85,8 +84,7 @@ def recover(study) -> list[int]:
     recovered = []
     for t in study.get_trials(deepcopy=False):
         attrs = t.user_attrs
-        dead = (t.state == TrialState.RUNNING and attrs.get("host") == HOST
-                and not _alive(int(attrs.get("pid", 0))))
+        dead = t.state == TrialState.RUNNING and dead_here(attrs.get("host"), attrs.get("pid"))
         interrupted = t.state == TrialState.FAIL and attrs.get("interrupted")
         if not (dead or interrupted) or t.number in retried:
             continue
@@ -95,11 +93,6 @@ def recover(study) -> list[int]:
         study.enqueue_trial(t.params, user_attrs={"retry_of": t.number}, skip_if_exists=False)
         recovered.append(t.number)
     return recovered
-
-
-def _alive(pid: int) -> bool:
-    from tracking.mlflow_tracker import _pid_alive
-    return pid > 0 and _pid_alive(pid)
 
 
 def finished(study) -> int:

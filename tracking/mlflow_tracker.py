@@ -9,18 +9,17 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import tempfile
 import time
 from pathlib import Path
 
 from tracking import stores
+from tracking.liveness import HOST, dead_here
 
 STATUS = {"finished": "FINISHED", "failed": "FAILED", "pruned": "KILLED", "killed": "KILLED"}
 METRICS = ("rmse", "params", "size_mb", "inference_s_per_100", "latency_ms", "train_s", "measure_s",
            "train_images_per_s")
-HOST = socket.gethostname()
 
 
 def code_version() -> str:
@@ -30,16 +29,6 @@ def code_version() -> str:
         return out.stdout.strip() or "unknown"
     except OSError:
         return "unknown"
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 class Tracker:
@@ -96,7 +85,7 @@ class Tracker:
         dead = []
         for run in self.trials(parent_id):
             tags = run.data.tags
-            if run.info.status == "RUNNING" and tags.get("host") == HOST and not _pid_alive(int(tags.get("pid", 0))):
+            if run.info.status == "RUNNING" and dead_here(tags.get("host"), tags.get("pid")):
                 self.client.set_tag(run.info.run_id, "fkp_status", "failed")
                 self.client.set_tag(run.info.run_id, "error", "process was killed during the trial")
                 self.client.set_terminated(run.info.run_id, "FAILED")
