@@ -78,8 +78,7 @@ def run_engine(engine, space, tracker, data, settings, budget, params: dict) -> 
     parent = tracker.open_search(budget.study, engine.name, {**params, "engine": engine.name, **engine.describe()})
     for run in tracker.fail_dead_trials(parent):
         print(f"[{engine.name}] MLflow run {run.info.run_name} was cut off by a killed process: marked failed")
-    runner = TrialRunner(data, settings, tracker, Progress(budget.trials, settings.epochs), budget.study)
-    runner.parent_id = parent
+    runner = TrialRunner(data, settings, tracker, Progress(budget.trials, settings.epochs), budget.study, parent)
     try:
         engine.run(space, runner, budget)
     except KeyboardInterrupt:
@@ -108,8 +107,7 @@ def main(argv=None):
     settings = settings_from(args)
     study = args.study_name or args.space
     data = data_mod.load(args.data)
-    print(f"data: {args.data} ({len(data)} faces, {int((data.keypoints == data.keypoints).all(1).sum())} fully labelled)",
-          flush=True)
+    print(f"data: {args.data} ({len(data)} faces, {data.fully_labelled} fully labelled)", flush=True)
     params = {"space": args.space, "trials": args.trials, "epochs": args.epochs, "seed": args.seed,
               "data": args.data, "data_sha": data.sha, "split": args.split, "val_fraction": args.val_fraction}
     if args.space == "paper":

@@ -9,9 +9,9 @@ from train.trial import Pruned, TrialSettings, run_trial
 
 
 class TrialRunner:
-    def __init__(self, data, settings: TrialSettings, tracker, progress, study: str):
+    def __init__(self, data, settings: TrialSettings, tracker, progress, study: str, parent_id: str):
         self.data, self.settings, self.tracker, self.progress, self.study = data, settings, tracker, progress, study
-        self.parent_id: str | None = None  # set by the engine's search run
+        self.parent_id = parent_id  # the MLflow run of this (study, engine) search
 
     def __call__(self, engine: str, number: int, config: dict, report=None, refs=None, on_start=None,
                  epochs: int | None = None):

@@ -39,6 +39,10 @@ class FaceData:
         return len(self.images)
 
     @property
+    def fully_labelled(self) -> int:
+        return int(np.isfinite(self.keypoints).all(axis=1).sum())
+
+    @property
     def labelled(self) -> bool:
         return bool(np.isfinite(self.keypoints).any())
 
@@ -252,8 +256,7 @@ def write_csv(data: FaceData, path) -> None:
 
 def summary(data: FaceData) -> str:
     labelled = np.isfinite(data.keypoints)
-    full = int(labelled.all(axis=1).sum())
-    lines = [f"rows: {len(data)}", f"fully labelled rows: {full}", "labels per keypoint:"]
+    lines = [f"rows: {len(data)}", f"fully labelled rows: {data.fully_labelled}", "labels per keypoint:"]
     for k, name in enumerate(NAMES):
         lines.append(f"  {name:<26} {int(labelled[:, 2 * k].sum()):>6}")
     return "\n".join(lines)
