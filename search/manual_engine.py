@@ -1,7 +1,8 @@
 """Manual engine: the space's presets plus any configs the user passes (JSON or YAML).
 
-Each config runs once per study; a journal under mlruns/manual/ remembers finished ones so a
-re-run resumes instead of repeating them.
+Each config runs once per study and training budget; a journal under mlruns/manual/ remembers
+finished ones so a re-run resumes instead of repeating them, while the same command with another
+--epochs (or other data) trains them again rather than reporting stale results.
 """
 from __future__ import annotations
 
@@ -14,8 +15,10 @@ from tracking import stores
 from train.errors import UserError
 
 
-def config_key(config: dict) -> str:
-    return hashlib.sha1(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:16]
+def config_key(config: dict, budget: dict | None = None) -> str:
+    """Same config, same data and same training budget -> same key."""
+    keyed = {**config, "__budget__": budget} if budget else config
+    return hashlib.sha1(json.dumps(keyed, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 class ManualEngine:
@@ -62,13 +65,13 @@ class ManualEngine:
     def run(self, space, runner, budget) -> None:
         configs = self.configs(space)[:budget.trials] if budget.trials else self.configs(space)
         done = self.done(budget.study)
-        todo = [(i, c) for i, c in enumerate(configs) if config_key({**space.fixed, **c}) not in done]
+        keyed = [(i, {**space.fixed, **c}) for i, c in enumerate(configs)]
+        todo = [(i, c) for i, c in keyed if config_key(c, runner.budget_key) not in done]
         runner.progress.total = len(todo)
         if not todo:
             print(f"[manual] all {len(configs)} configs of study {budget.study!r} already ran", flush=True)
         for number, config in todo:
-            config = {**space.fixed, **config}
-            key = config_key(config)
+            key = config_key(config, runner.budget_key)
             try:
                 runner("manual", number, config, refs={"manual_key": key})
             except KeyboardInterrupt:

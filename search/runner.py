@@ -13,6 +13,12 @@ class TrialRunner:
         self.data, self.settings, self.tracker, self.progress, self.study = data, settings, tracker, progress, study
         self.parent_id = parent_id  # the MLflow run of this (study, engine) search
 
+    @property
+    def budget_key(self) -> dict:
+        """What, besides the hyperparameters, decides a trial's result."""
+        settings = {k: v for k, v in dataclasses.asdict(self.settings).items() if k != "verbose"}
+        return {"data_sha": getattr(self.data, "sha", None), **settings}
+
     def __call__(self, engine: str, number: int, config: dict, report=None, refs=None, on_start=None,
                  epochs: int | None = None):
         """Run one trial. `report(epoch, val_rmse)` may raise `Pruned`; `on_start(run_id)` links ids."""
@@ -21,7 +27,8 @@ class TrialRunner:
             logged = resolve(config)  # every hyperparameter, presets' included, under one name
         except Exception:
             logged = config  # the trial itself will fail and record why
-        run_id = self.tracker.start_trial(self.parent_id, self.study, engine, number, logged, refs)
+        tags = {"max_epochs": settings.epochs, "patience": settings.patience, **(refs or {})}  # budget, not hyperparameters
+        run_id = self.tracker.start_trial(self.parent_id, self.study, engine, number, logged, tags)
 
         def on_epoch(epoch, logs):
             val = logs.get("val_rmse", float("nan"))

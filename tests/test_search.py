@@ -57,6 +57,15 @@ def test_every_engine_runs_two_tracked_trials_and_resumes_without_repeats(tiny, 
     assert len(optuna.load_study(study_name="t", storage="sqlite:///mlruns/optuna.db").trials) == 2
 
 
+def test_manual_configs_run_once_per_budget(tiny):
+    data, cfg = tiny
+    search_run.main(_args(data, "--engine", "manual", "--config", str(cfg)))
+    search_run.main(_args(data, "--engine", "manual", "--config", str(cfg)))  # same budget: resumes, no repeats
+    assert len(_trials("manual")) == 2
+    search_run.main(_args(data, "--engine", "manual", "--config", str(cfg), "--epochs", "2"))  # a new budget
+    assert sorted(r.data.tags["max_epochs"] for r in _trials("manual")) == ["1", "1", "2", "2"]
+
+
 def test_a_raising_trial_is_recorded_failed_and_the_search_goes_on(tiny, tmp_path):
     data, _ = tiny
     cfg = tmp_path / "mixed.yaml"
