@@ -1,10 +1,19 @@
-"""The tuned-CNN row of the paper's grid: the best trial of a short Keras Tuner search of `cnn`."""
+"""The paper's grid for search.run: the rows asked for, and the tuned-CNN row (the best trial of a
+short Keras Tuner search of `cnn`, study `paper-kt`, shared by every grid study on this store)."""
 import json
 import tempfile
 from pathlib import Path
 
 STUDY = "paper-kt"
 COLUMN_KEYS = ("imputation", "augment")  # set by each grid column, not by the tuner
+
+
+def grid(args, data, settings, params: dict, run_engine):
+    """The grid's space for --rows (all by default); the tuned row runs its Keras Tuner search first."""
+    from spaces import paper
+    rows = args.rows or paper.ROWS
+    tuned = tuned_cnn(args, data, settings, params, run_engine) if paper.TUNED in rows else None
+    return paper.space(tuned, rows)
 
 
 def tuned_cnn(args, data, settings, params: dict, run_engine) -> dict:

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from search.keras_tuner_engine import TUNERS, KerasTunerEngine
 from search.manual_engine import ManualEngine
 from search.optuna_engine import PRUNERS, SAMPLERS, OptunaEngine
+from spaces import paper as paper_space
 from train.cli_args import add_training_flags, settings_from
 from train.errors import UserError, cli
 
@@ -62,8 +63,18 @@ def parse(argv):
     ap.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default: sqlite under mlruns/)")
     ap.add_argument("--kt-trials", type=int, default=3,
                     help="--space paper: trials of the Keras Tuner search behind the tuned-CNN row")
+    ap.add_argument("--rows", default=None,
+                    help="--space paper: comma list of grid rows to run (default: all). Rows: "
+                         + ", ".join(paper_space.ROWS))
     add_training_flags(ap, epochs=5)
     args = ap.parse_args(argv)
+    if args.rows is not None:
+        if args.space != "paper":
+            raise UserError("--rows selects rows of the paper's grid: use it with --space paper")
+        wanted = [r.strip() for r in args.rows.split(",") if r.strip()]
+        if not wanted or set(wanted) - set(paper_space.ROWS):
+            raise UserError(f"--rows {args.rows!r}: choose from {', '.join(paper_space.ROWS)}")
+        args.rows = wanted
     if args.trials < 1:
         raise UserError("--trials must be at least 1")
     if args.timeout is not None and args.timeout <= 0:
@@ -111,9 +122,8 @@ def main(argv=None):
     params = {"space": args.space, "trials": args.trials, "epochs": args.epochs, "seed": args.seed,
               "data": args.data, "data_sha": data.sha, "split": args.split, "val_fraction": args.val_fraction}
     if args.space == "paper":
-        from search.paper import tuned_cnn
-        from spaces import paper as paper_space
-        space = paper_space.space(tuned_cnn(args, data, settings, params, run_engine))
+        from search.paper import grid
+        space = grid(args, data, settings, params, run_engine)
         args.trials = len(space.presets)
     tracker = Tracker(args.space, args.tracking_uri)
     budget = Budget(args.trials, args.timeout, args.seed, study)

@@ -23,19 +23,20 @@ COLUMNS = {
     "masked+flip": {"imputation": "masked", "augment": "flip"},
 }
 PAPER_COLUMNS = ("none", "ffill", "knn", "augment")
+TUNED = "kt-tuned"  # the row whose config comes from a Keras Tuner search, not from this file
+ROWS = ("baseline", "manual", TUNED, *(m for m in MODELS if m not in ("baseline", "manual")))
 
 
-def cells(tuned_cnn: dict | None = None) -> list[dict]:
-    models = dict(MODELS)
-    if tuned_cnn is not None:
-        models = {"baseline": MODELS["baseline"], "manual": MODELS["manual"], "kt-tuned": tuned_cnn,
-                  **{k: v for k, v in MODELS.items() if k not in ("baseline", "manual")}}
+def cells(tuned_cnn: dict | None = None, rows=None) -> list[dict]:
+    """Every (row, column) cell, rows in the paper's order; the tuned row only when its config is given."""
+    models = {name: tuned_cnn if name == TUNED else MODELS[name] for name in ROWS
+              if (rows is None or name in rows) and (name != TUNED or tuned_cnn is not None)}
     return [{**config, **column, "cell_model": name, "cell_column": col}
             for name, config in models.items() for col, column in COLUMNS.items()]
 
 
-def space(tuned_cnn: dict | None = None) -> Space:
-    return Space(name="paper", params=(), presets=tuple(cells(tuned_cnn)))
+def space(tuned_cnn: dict | None = None, rows=None) -> Space:
+    return Space(name="paper", params=(), presets=tuple(cells(tuned_cnn, rows)))
 
 
 SPACE = space()
