@@ -19,20 +19,37 @@ def test_grid_expands_to_every_model_and_column():
     assert by_cell[("nasnetmobile-all", "masked+flip")]["augment"] == "flip"
     assert {c["cell_column"] for c in grid} == {"none", "ffill", "knn", "augment", "masked", "masked+flip"}
     assert len(paper.cells()) == 36  # without a tuned CNN the grid has no kt-tuned row
+    some = paper.cells(tuned, rows=["manual", "kt-tuned"])
+    assert [c["cell_model"] for c in some[::6]] == ["manual", "kt-tuned"] and len(some) == 12
 
 
-def _store(rmse):
+@pytest.mark.parametrize("flags, message", [
+    (["--space", "paper", "--rows", "manual,bogus"], "--rows 'manual,bogus': choose from baseline, manual, kt-tuned"),
+    (["--space", "paper", "--rows", ","], "choose from"),
+    (["--space", "cnn", "--rows", "manual"], "use it with --space paper"),
+])
+def test_bad_rows_are_one_line_errors_before_any_data_is_read(flags, message, capsys):
+    from search import run as search_run
+    with pytest.raises(SystemExit) as exit_:
+        search_run.main([*flags, "--data", "does-not-exist.csv"])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert message in err and "does-not-exist" not in err and len(err.strip().splitlines()) == 1
+
+
+def _store(rmse, study="paper"):
     """A small MLflow store holding finished grid cells with known metrics."""
     tracker = Tracker("paper")
-    from mlflow.entities import Metric, Param
-    parent = tracker.open_search("paper", "manual", {"space": "paper"})
+    from mlflow.entities import Metric
+    parent = tracker.open_search(study, "manual", {"space": "paper", "epochs": 3})
     now = int(time.time() * 1000)
     for (model, column), value in rmse.items():
-        run_id = tracker.start_trial(parent, "paper", "manual", 0, {"model": model, "cell_model": model,
-                                                                    "cell_column": column})
+        run_id = tracker.start_trial(parent, study, "manual", 0, {"model": model, "cell_model": model,
+                                                                  "cell_column": column})
         params = {"baseline": 1_883_613, "manual": 237_246}[model]
-        metrics = {"rmse": value, "params": params, "size_mb": params * 12e-6, "epochs": 2,
-                   "inference_s_per_100": 0.3 if model == "baseline" else 0.07}
+        metrics = {"rmse": value, "params": params, "size_mb": params * 12e-6, "epochs": 2 + (column == "none"),
+                   "inference_s_per_100": 0.3 if model == "baseline" else 0.07,
+                   "train_images": {"none": 100, "augment": 500}.get(column, 300)}
         tracker.client.log_batch(run_id, metrics=[Metric(k, v, now, 0) for k, v in metrics.items()] +
                                  [Metric("val_rmse", value + 1, now, 0), Metric("val_rmse", value, now, 1)])
         tracker.client.set_terminated(run_id, "FINISHED")
@@ -45,13 +62,20 @@ def test_report_renders_tables_plots_and_findings_from_a_store(tmp_path):
             ("manual", "none"): 3.5, ("manual", "ffill"): 3.1, ("manual", "knn"): 3.0,
             ("manual", "augment"): 3.2, ("manual", "masked"): 2.9, ("manual", "masked+flip"): 2.7}
     _store(rmse)
+    _store({("manual", "masked"): 0.5}, study="another")  # another grid in the same store stays out
     report.main(["--space", "paper", "--output", str(tmp_path / "out")])
     md = (tmp_path / "out" / "report.md").read_text()
     assert "| baseline | 3.000 | 2.800 | 2.900 | 2.500 | 2.400 | 2.200 |" in md
+    assert "| manual | 3.500 | 3.100 | 3.000 | 3.200 | 2.900 | 2.700 |" in md
     assert "| baseline | 1,883,613 | 1,890,366 |" in md  # ours beside the paper's published count
     assert "For 1 of 2 models the paper's augmentation column beats" in md and "(baseline)" in md
+    assert "baseline 2.50 vs 2.80 px (ffill); manual 3.20 vs 3.00 px (knn)" in md
     assert "For 2 of 2 models the masked loss" in md
     assert "Lowest RMSE: baseline / masked+flip at 2.200 px" in md
+    assert "Best under 250K params: manual / masked+flip at 2.700 px" in md
+    assert "at most 3 epochs per cell (2–3 run" in md  # budget read from the search run
+    assert "2 of 12 cells used their whole epoch budget" in md
+    assert "| 100 | 300 | 300 | 500 | 300 | 300 |" in md
     assert "ImageNet" in md and "weights=None" in md
     for png in ("rmse_by_model.png", "tradeoff.png", "curves.png"):
         assert (tmp_path / "out" / png).stat().st_size > 1000

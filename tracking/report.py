@@ -15,16 +15,24 @@ from train.errors import UserError, cli
 # Published figures we could confirm (the issue quotes them); other cells of the paper's tables
 # were not available to us, and the report says so rather than guessing.
 PAPER_PARAMS = {"baseline": 1_890_366, "manual": 235_834}
+SMALL_PARAMS = 250_000  # the edge-device budget our users aim for
 
 
-def cells(tracker) -> dict:
-    """(model, column) -> metrics and curve of the finished grid cell (latest run wins)."""
-    out = {}
-    for run in sorted(tracker.trials(), key=lambda r: r.info.start_time):
-        p = run.data.params
+def cells(tracker, study: str) -> dict:
+    """(model, column) -> metrics, curve run id and training budget of the finished cell (latest run wins)."""
+    out, parents = {}, {}
+    for run in sorted(tracker.trials(study=study), key=lambda r: r.info.start_time):
+        p, tags = run.data.params, run.data.tags
         if run.info.status != "FINISHED" or "cell_model" not in p:
             continue
-        out[(p["cell_model"], p["cell_column"])] = {**run.data.metrics, "run_id": run.info.run_id}
+        max_epochs = tags.get("max_epochs")
+        if max_epochs is None:  # runs logged before trials carried their budget: the search run has it
+            parent = tags.get("mlflow.parentRunId")
+            if parent not in parents:
+                parents[parent] = tracker.client.get_run(parent).data.params.get("epochs") if parent else None
+            max_epochs = parents[parent]
+        out[(p["cell_model"], p["cell_column"])] = {**run.data.metrics, "run_id": run.info.run_id,
+                                                    "max_epochs": max_epochs, "patience": tags.get("patience")}
     return out
 
 
@@ -81,13 +89,18 @@ def plots(grid, tracker, out: Path) -> dict[str, str]:
     files["tradeoff"] = _finish(fig, ax, out / "tradeoff.png", "inference s / 100 images",
                                "Trade-off (marker area ~ parameters)")
 
-    fig, ax = plt.subplots(figsize=(6.5, 4), dpi=90)
+    curves = {}
+    (out / "curves.png").unlink(missing_ok=True)  # never leave a previous report's curves beside this one
     for m in models:
         cell = grid.get((m, "masked+flip")) or next((grid[(m, c)] for c in cols if (m, c) in grid), None)
-        if cell:
-            hist = tracker.client.get_metric_history(cell["run_id"], "val_rmse")
-            ax.plot([h.step + 1 for h in hist], [h.value for h in hist], marker="o", label=m)
-    files["curves"] = _finish(fig, ax, out / "curves.png", "epoch", "Training curves (masked + flip)")
+        hist = tracker.client.get_metric_history(cell["run_id"], "val_rmse") if cell else []
+        if len(hist) > 1:  # a one-epoch cell has a point, not a curve
+            curves[m] = sorted((h.step + 1, h.value) for h in hist)
+    if curves:
+        fig, ax = plt.subplots(figsize=(6.5, 4), dpi=90)
+        for m, points in curves.items():
+            ax.plot(*zip(*points), marker="o", label=m)
+        files["curves"] = _finish(fig, ax, out / "curves.png", "epoch", "Training curves (masked + flip)")
     return files
 
 
@@ -112,38 +125,60 @@ def findings(grid) -> list[str]:
         vals = [(grid[(m, c)]["rmse"], c) for c in cols if (m, c) in grid]
         return min(vals) if vals else None
 
-    aug_wins = [m for m in models if (m, "augment") in grid and best(m, ("ffill", "knn"))
-                and grid[(m, "augment")]["rmse"] < best(m, ("ffill", "knn"))[0]]
-    comparable = [m for m in models if (m, "augment") in grid and best(m, ("ffill", "knn"))]
-    out.append(f"**Does augmentation beat imputation?** For {len(aug_wins)} of {len(comparable)} models the "
-               f"paper's augmentation column beats the better of forward fill and KNN"
-               + (f" ({', '.join(aug_wins)})." if aug_wins else "."))
-    mask_wins = [m for m in models if best(m, ("masked", "masked+flip")) and best(m, PAPER_COLUMNS)
-                 and best(m, ("masked", "masked+flip"))[0] < best(m, PAPER_COLUMNS)[0]]
-    comparable = [m for m in models if best(m, ("masked", "masked+flip")) and best(m, PAPER_COLUMNS)]
-    out.append(f"**Does masking beat both?** For {len(mask_wins)} of {len(comparable)} models the masked loss "
-               "(with or without flip) beats every paper column"
-               + (f" ({', '.join(mask_wins)})." if mask_wins else "."))
-    overall = sorted((c["rmse"], m, col) for (m, col), c in grid.items())
-    if overall:
-        r, m, col = overall[0]
-        c = grid[(m, col)]
-        fastest = min(grid.items(), key=lambda kv: kv[1]["inference_s_per_100"])
-        out.append(f"**Trade-off.** Lowest RMSE: {m} / {col} at {r:.3f} px, {int(c['params']):,} params, "
-                   f"{c['size_mb']:.2f} MB, {c['inference_s_per_100']:.4f} s/100 images. Fastest: "
-                   f"{fastest[0][0]} at {fastest[1]['inference_s_per_100']:.4f} s/100 images "
-                   f"({fastest[1]['rmse']:.3f} px). Inference time depends on the model, not on the "
-                   "missing-label strategy or augmentation (same network, same cost).")
+    pairs = [(m, grid[(m, "augment")]["rmse"], best(m, ("ffill", "knn"))) for m in models
+             if (m, "augment") in grid and best(m, ("ffill", "knn"))]
+    wins = [m for m, aug, imp in pairs if aug < imp[0]]
+    out.append(f"**Does augmentation beat imputation?** For {len(wins)} of {len(pairs)} models the paper's "
+               "augmentation column beats the better of forward fill and KNN"
+               + (f" ({', '.join(wins)})" if wins else "") + ". Augmentation vs best imputation: "
+               + "; ".join(f"{m} {aug:.2f} vs {imp[0]:.2f} px ({imp[1]})" for m, aug, imp in pairs) + ".")
+    pairs = [(m, best(m, ("masked", "masked+flip")), best(m, PAPER_COLUMNS)) for m in models
+             if best(m, ("masked", "masked+flip")) and best(m, PAPER_COLUMNS)]
+    wins = [m for m, masked, other in pairs if masked[0] < other[0]]
+    out.append(f"**Does masking beat both?** For {len(wins)} of {len(pairs)} models the masked loss "
+               "(with or without flip) beats every paper column" + (f" ({', '.join(wins)})" if wins else "")
+               + ". Best masked vs best paper column: "
+               + "; ".join(f"{m} {mk[0]:.2f} ({mk[1]}) vs {o[0]:.2f} px ({o[1]})" for m, mk, o in pairs) + ".")
+    if grid:
+        def describe(key):
+            c = grid[key]
+            return (f"{key[0]} / {key[1]} at {c['rmse']:.3f} px, {int(c['params']):,} params, {c['size_mb']:.2f} MB, "
+                    f"{c['inference_s_per_100']:.4f} s/100 images")
+        ranked = sorted(grid, key=lambda k: grid[k]["rmse"])
+        small = [k for k in ranked if grid[k]["params"] < SMALL_PARAMS]
+        fastest = min(grid, key=lambda k: grid[k]["inference_s_per_100"])
+        out.append(f"**Trade-off.** Lowest RMSE: {describe(ranked[0])}. "
+                   + (f"Best under {SMALL_PARAMS // 1000}K params: {describe(small[0])}. " if small else "")
+                   + f"Fastest: {describe(fastest)}. Inference time is a property of the network: within a row "
+                   "(same network, different labels or augmentation) the differences are measurement noise.")
+    capped = [k for k, c in grid.items() if c.get("max_epochs") and int(c.get("epochs", 0)) >= int(c["max_epochs"])]
+    if capped:
+        out.append(f"**Budget.** {len(capped)} of {len(grid)} cells used their whole epoch budget without early "
+                   "stopping, so they were probably still improving. Columns see different numbers of images per "
+                   "epoch (table below), so at a small budget the comparison partly measures training length; "
+                   "more epochs per cell (`--epochs`) make it a comparison of the strategies.")
     return out
 
 
-def render(grid, files, command: str, epochs: str) -> str:
+def _budget(grid) -> str:
+    def span(values):
+        values = sorted({int(float(v)) for v in values if v is not None})
+        return "?" if not values else str(values[0]) if len(values) == 1 else f"{values[0]}–{values[-1]}"
+    cells = grid.values()
+    return (f"at most {span(c.get('max_epochs') for c in cells)} epochs per cell "
+            f"({span(c.get('epochs') for c in cells)} run; early-stopping patience "
+            f"{span(c.get('patience') for c in cells)})")
+
+
+def render(grid, files, command: str, study: str) -> str:
     models, cols = _models(grid), list(COLUMNS)
     first = {m: next(grid[(m, c)] for c in cols if (m, c) in grid) for m in models}
+    images = {c: next((grid[(m, c)]["train_images"] for m in models if "train_images" in grid.get((m, c), {})), None)
+              for c in cols}
     md = ["# The paper's study on our data", "",
-          f"Made by `{command}` from the MLflow store, after `python -m search.run --space paper` "
-          f"({epochs} epochs per cell, early stopping on validation RMSE). Validation RMSE is in pixels over "
-          "labelled cells on a person-aware split.", "", "## Findings", ""]
+          f"Made by `{command}` from the MLflow store: study `{study}` of `python -m search.run --space paper`, "
+          f"{_budget(grid)}. Validation RMSE is in pixels over labelled cells on a person-aware split "
+          "(validation faces are never near-duplicates of training faces).", "", "## Findings", ""]
     md += [f"- {f}" for f in findings(grid)]
     md += ["", "## Table 1: parameters and size", "",
            _table(["model", "params (ours)", "params (paper)", "size MB (ours, .keras)", "size MB (paper)"],
@@ -152,13 +187,18 @@ def render(grid, files, command: str, epochs: str) -> str:
            "## RMSE (px): model × missing labels / augmentation", "",
            _table(["model", *cols], [[m, *(_fmt(_grid_value(grid, m, c, "rmse"), ".3f") for c in cols)]
                                     for m in models]),
-           f"![RMSE by model]({files['rmse']})", "",
-           "## Table 3: inference seconds per 100 images", "",
+           f"![RMSE by model]({files['rmse']})", ""]
+    if any(v is not None for v in images.values()):
+        md += ["Training images per epoch (the same for every model; augmentation adds transformed copies, "
+               "`none` keeps only fully labelled faces):", "",
+               _table(cols, [[_fmt(images[c], ",.0f") for c in cols]])]
+    md += ["## Table 3: inference seconds per 100 images", "",
            _table(["model", *cols, "paper"],
                   [[m, *(_fmt(_grid_value(grid, m, c, "inference_s_per_100"), ".4f") for c in cols), "n/a"]
                    for m in models]),
            "## Trade-off and training curves", "", f"![trade-off]({files['tradeoff']})", "",
-           f"![curves]({files['curves']})", "",
+           f"![curves]({files['curves']})" if "curves" in files else
+           "No training curves: every cell trained a single epoch, so each has one validation point.", "",
            "## Where this setup differs from the paper", "",
            "- **No ImageNet weights.** They cannot be downloaded here, so MobileNetV2 and NASNetMobile start from "
            "random weights (`weights=None`); `weights=imagenet` or a local weights file restores the paper's "
@@ -215,6 +255,7 @@ def to_html(markdown: str) -> str:
 def main(argv=None):
     ap = argparse.ArgumentParser(prog="python -m tracking.report", description=__doc__.splitlines()[0])
     ap.add_argument("--space", default="paper")
+    ap.add_argument("--study", default=None, help="the grid's study name (default: the space name)")
     ap.add_argument("--output", default="docs/paper")
     ap.add_argument("--tracking-uri", default=None)
     args = ap.parse_args(argv)
@@ -222,15 +263,16 @@ def main(argv=None):
         raise UserError("only the paper grid has a report so far: use --space paper")
     from tracking.mlflow_tracker import Tracker
     tracker = Tracker(args.space, args.tracking_uri)
-    grid = cells(tracker)
+    study = args.study or args.space
+    grid = cells(tracker, study)
     if not grid:
-        raise UserError(f"no finished grid cells in {tracker.uri}; run python -m search.run --space paper first")
+        raise UserError(f"no finished grid cells of study {study!r} in {tracker.uri}; "
+                        "run python -m search.run --space paper first")
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
     files = plots(grid, tracker, out)
-    epochs = sorted({str(int(c.get("epochs", 0))) for c in grid.values()})
     command = "python -m tracking.report " + " ".join(argv if argv is not None else __import__("sys").argv[1:])
-    markdown = render(grid, files, command.strip(), "–".join(epochs))
+    markdown = render(grid, files, command.strip(), study)
     (out / "report.md").write_text(markdown)
     (out / "report.html").write_text(to_html(markdown))
     print(f"wrote {out / 'report.md'}, {out / 'report.html'} and {len(files)} plots ({len(grid)} grid cells)")
