@@ -44,6 +44,12 @@ def test_rmse_on_known_numbers_ignores_missing_cells():
     assert metrics.rmse(y_true, y_pred) == pytest.approx(np.sqrt((1 + 0 + 9 + 0) / 4))
 
 
+def test_mean_face_rmse_predicts_each_keypoints_labelled_training_mean():
+    y_train = np.array([[0.0, 10.0], [2.0, np.nan]])  # means (1, 10): the missing label is skipped
+    y_val = np.array([[1.0, 13.0], [np.nan, 6.0]])  # errors 0, 3 and 4 over the labelled cells
+    assert metrics.mean_face_rmse(y_train, y_val) == pytest.approx(np.sqrt((0 + 9 + 16) / 3))
+
+
 def test_masked_loss_and_metric_ignore_nan_cells():
     y_true = np.array([[1.0, np.nan], [3.0, 4.0]], np.float32)
     y_pred = np.array([[2.0, 1e6], [3.0, 6.0]], np.float32)

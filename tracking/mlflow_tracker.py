@@ -19,7 +19,7 @@ from tracking.liveness import HOST, dead_here
 
 STATUS = {"finished": "FINISHED", "failed": "FAILED", "pruned": "KILLED", "killed": "KILLED"}
 METRICS = ("rmse", "params", "size_mb", "inference_s_per_100", "latency_ms", "train_s", "measure_s",
-           "train_images_per_s", "train_images")
+           "train_images_per_s", "train_images", "mean_face_rmse")
 
 
 def code_version() -> str:

@@ -26,6 +26,12 @@ def rmse(y_true, y_pred) -> float:
     return float(np.sqrt(np.mean((y_pred[mask] - y_true[mask]) ** 2)))
 
 
+def mean_face_rmse(y_train, y_val) -> float:
+    """The floor every model must beat: predict each keypoint's mean training position for every face."""
+    mean = np.nanmean(np.asarray(y_train, np.float64), axis=0)
+    return rmse(y_val, np.broadcast_to(mean, np.shape(y_val)))
+
+
 def rmse_per_keypoint(y_true, y_pred) -> dict[str, float]:
     """RMSE of each keypoint over its labelled x and y cells (NaN where it has no label)."""
     return {name: rmse(y_true[:, 2 * k:2 * k + 2], y_pred[:, 2 * k:2 * k + 2]) for k, name in enumerate(NAMES)}

@@ -118,6 +118,7 @@ def run_trial(config: dict, data, settings: TrialSettings | None = None,
     model_path = out / "model.keras"
     result = {
         "rmse": metrics.rmse(y_val, val_pred),
+        "mean_face_rmse": metrics.mean_face_rmse(data.keypoints[train_idx], y_val),
         "params": int(model.count_params()),
         "size_mb": metrics.save_model(model, model_path),
         **metrics.inference_time(model),
