@@ -1,8 +1,9 @@
 """The paper's study as a grid of manual configurations: model x missing labels x augmentation.
 
 Columns follow the paper (no imputation, forward fill, KNN, offline augmentation of the
-complete rows) plus ours (masked loss, masked loss with flip). The Keras-Tuner-tuned CNN is the
-best trial of a short Keras Tuner search of the `cnn` space on the same data.
+complete rows) plus ours (masked loss; with flip; with the paper's augmentation). The
+Keras-Tuner-tuned CNN is the best trial of a short Keras Tuner search of the `cnn` space on the
+same data.
 """
 from spaces.base import Space
 
@@ -21,8 +22,11 @@ COLUMNS = {
     "augment": {"imputation": "none", "augment": "rotate,brightness,shift,noise"},
     "masked": {"imputation": "masked", "augment": "none"},
     "masked+flip": {"imputation": "masked", "augment": "flip"},
+    # the paper's augmentation on every row: differs from `augment` only in keeping incomplete rows
+    "masked+augment": {"imputation": "masked", "augment": "rotate,brightness,shift,noise"},
 }
 PAPER_COLUMNS = ("none", "ffill", "knn", "augment")
+MASKED_COLUMNS = tuple(c for c in COLUMNS if c not in PAPER_COLUMNS)
 TUNED = "kt-tuned"  # the row whose config comes from a Keras Tuner search, not from this file
 ROWS = ("baseline", "manual", TUNED, *(m for m in MODELS if m not in ("baseline", "manual")))
 

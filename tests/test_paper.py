@@ -10,17 +10,20 @@ from tracking.mlflow_tracker import Tracker
 def test_grid_expands_to_every_model_and_column():
     tuned = {"model": "cnn", "blocks": 3, "filters_1": 32, "imputation": "knn"}
     grid = paper.cells({k: v for k, v in tuned.items() if k != "imputation"})
-    assert len(grid) == 7 * 6 == len({(c["cell_model"], c["cell_column"]) for c in grid})
+    assert len(grid) == 7 * 7 == len({(c["cell_model"], c["cell_column"]) for c in grid})
     by_cell = {(c["cell_model"], c["cell_column"]): c for c in grid}
     assert by_cell[("kt-tuned", "ffill")] == {"model": "cnn", "blocks": 3, "filters_1": 32, "imputation": "ffill",
                                               "augment": "none", "cell_model": "kt-tuned", "cell_column": "ffill"}
     assert by_cell[("mobilenetv2-frozen", "augment")]["fine_tune"] == "frozen"
     assert by_cell[("mobilenetv2-frozen", "augment")]["imputation"] == "none"
     assert by_cell[("nasnetmobile-all", "masked+flip")]["augment"] == "flip"
-    assert {c["cell_column"] for c in grid} == {"none", "ffill", "knn", "augment", "masked", "masked+flip"}
-    assert len(paper.cells()) == 36  # without a tuned CNN the grid has no kt-tuned row
+    assert by_cell[("manual", "masked+augment")]["augment"] == by_cell[("manual", "augment")]["augment"]
+    assert by_cell[("manual", "masked+augment")]["imputation"] == "masked"
+    assert {c["cell_column"] for c in grid} == {"none", "ffill", "knn", "augment", "masked", "masked+flip",
+                                                "masked+augment"}
+    assert len(paper.cells()) == 42  # without a tuned CNN the grid has no kt-tuned row
     some = paper.cells(tuned, rows=["manual", "kt-tuned"])
-    assert [c["cell_model"] for c in some[::6]] == ["manual", "kt-tuned"] and len(some) == 12
+    assert [c["cell_model"] for c in some[::7]] == ["manual", "kt-tuned"] and len(some) == 14
 
 
 @pytest.mark.parametrize("flags, message", [
@@ -49,7 +52,7 @@ def _store(rmse, study="paper"):
         params = {"baseline": 1_883_613, "manual": 237_246}[model]
         metrics = {"rmse": value, "params": params, "size_mb": params * 12e-6, "epochs": 2 + (column == "none"),
                    "inference_s_per_100": 0.3 if model == "baseline" else 0.07,
-                   "train_images": {"none": 100, "augment": 500}.get(column, 300)}
+                   "train_images": {"none": 100, "augment": 500}.get(column, 300), "mean_face_rmse": 7.25}
         tracker.client.log_batch(run_id, metrics=[Metric(k, v, now, 0) for k, v in metrics.items()] +
                                  [Metric("val_rmse", value + 1, now, 0), Metric("val_rmse", value, now, 1)])
         tracker.client.set_terminated(run_id, "FINISHED")
@@ -60,26 +63,35 @@ def test_report_renders_tables_plots_and_findings_from_a_store(tmp_path):
     rmse = {("baseline", "none"): 3.0, ("baseline", "ffill"): 2.8, ("baseline", "knn"): 2.9,
             ("baseline", "augment"): 2.5, ("baseline", "masked"): 2.4, ("baseline", "masked+flip"): 2.2,
             ("manual", "none"): 3.5, ("manual", "ffill"): 3.1, ("manual", "knn"): 3.0,
-            ("manual", "augment"): 3.2, ("manual", "masked"): 2.9, ("manual", "masked+flip"): 2.7}
+            ("manual", "augment"): 3.2, ("manual", "masked"): 2.9, ("manual", "masked+flip"): 2.7,
+            ("baseline", "masked+augment"): 2.3, ("manual", "masked+augment"): 2.75}
     _store(rmse)
     _store({("manual", "masked"): 0.5}, study="another")  # another grid in the same store stays out
     report.main(["--space", "paper", "--output", str(tmp_path / "out")])
     md = (tmp_path / "out" / "report.md").read_text()
-    assert "| baseline | 3.000 | 2.800 | 2.900 | 2.500 | 2.400 | 2.200 |" in md
-    assert "| manual | 3.500 | 3.100 | 3.000 | 3.200 | 2.900 | 2.700 |" in md
+    assert "| baseline | 3.000 | 2.800 | 2.900 | 2.500 | 2.400 | 2.200 | 2.300 |" in md
+    assert "| manual | 3.500 | 3.100 | 3.000 | 3.200 | 2.900 | 2.700 | 2.750 |" in md
     assert "| baseline | 1,883,613 | 1,890,366 |" in md  # ours beside the paper's published count
     assert "For 1 of 2 models the paper's augmentation column beats" in md and "(baseline)" in md
     assert "baseline 2.50 vs 2.80 px (ffill); manual 3.20 vs 3.00 px (knn)" in md
-    assert "For 2 of 2 models the masked loss" in md
+    assert "For 2 of 2 models a masked-loss column beats every paper column" in md
+    assert "masked+augment vs augment baseline 2.30 vs 2.50 px; manual 2.75 vs 3.20 px" in md
+    assert "no finished cell" not in md
     assert "Lowest RMSE: baseline / masked+flip at 2.200 px" in md
     assert "Best under 250K params: manual / masked+flip at 2.700 px" in md
     assert "at most 3 epochs per cell (2–3 run" in md  # budget read from the search run
-    assert "2 of 12 cells used their whole epoch budget" in md
-    assert "| 100 | 300 | 300 | 500 | 300 | 300 |" in md
+    assert "2 of 14 cells used their whole epoch budget" in md
+    assert "| 100 | 300 | 300 | 500 | 300 | 300 | 300 |" in md
+    assert "Predicting the mean training face for every validation face scores **7.250 px**" in md
     assert "ImageNet" in md and "weights=None" in md
     for png in ("rmse_by_model.png", "tradeoff.png", "curves.png"):
         assert (tmp_path / "out" / png).stat().st_size > 1000
     assert "<table>" in (tmp_path / "out" / "report.html").read_text()
+
+    report.main(["--space", "paper", "--study", "another", "--output", str(tmp_path / "other")])
+    md = (tmp_path / "other" / "report.md").read_text()
+    assert "| manual | 0.500 |" in md and "baseline" not in md.split("## Table 1")[1].split("## Where")[0]
+    assert "no finished cell in this study (not run yet, or added to the grid after it ran): none, ffill" in md
 
 
 def test_report_without_a_grid_is_a_one_line_error():

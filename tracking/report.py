@@ -9,7 +9,7 @@ import html
 import math
 from pathlib import Path
 
-from spaces.paper import COLUMNS, PAPER_COLUMNS
+from spaces.paper import COLUMNS, MASKED_COLUMNS, PAPER_COLUMNS
 from train.errors import UserError, cli
 
 # Published figures we could confirm (the issue quotes them); other cells of the paper's tables
@@ -34,6 +34,11 @@ def cells(tracker, study: str) -> dict:
         out[(p["cell_model"], p["cell_column"])] = {**run.data.metrics, "run_id": run.info.run_id,
                                                     "max_epochs": max_epochs, "patience": tags.get("patience")}
     return out
+
+
+def _columns(grid) -> list[str]:
+    """The grid's columns that have at least one finished cell (a grid run before a column existed lacks it)."""
+    return [c for c in COLUMNS if any(col == c for _, col in grid)]
 
 
 def _models(grid) -> list[str]:
@@ -63,7 +68,7 @@ def plots(grid, tracker, out: Path) -> dict[str, str]:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import numpy as np
-    models, cols = _models(grid), list(COLUMNS)
+    models, cols = _models(grid), _columns(grid)
     files = {}
     fig, ax = plt.subplots(figsize=(10, 4), dpi=90)
     width = 0.8 / len(cols)
@@ -71,8 +76,18 @@ def plots(grid, tracker, out: Path) -> dict[str, str]:
         vals = [_grid_value(grid, m, col, "rmse") or np.nan for m in models]
         ax.bar(np.arange(len(models)) + i * width, vals, width, label=col)
     ax.set_xticks(np.arange(len(models)) + 0.4 - width / 2, models, rotation=20, ha="right")
+    floor = _mean_face(grid)
+    top = 2.5 * floor if floor is not None else None  # a diverged cell would squash every bar worth comparing
+    if floor is not None:
+        ax.axhline(floor, color="k", ls="--", lw=1, label=f"mean face {floor:.2f}")
+        ax.set_ylim(0, top)
+        for i, col in enumerate(cols):
+            for j, m in enumerate(models):
+                v = _grid_value(grid, m, col, "rmse")
+                if v is not None and v > top:
+                    ax.text(j + i * width, top * 0.98, f"{v:.0f}", ha="center", va="top", fontsize=6, rotation=90)
     ax.set_ylabel("validation RMSE (px)")
-    ax.legend(ncol=3, fontsize=8)
+    ax.legend(ncol=7, fontsize=8, loc="lower center", bbox_to_anchor=(0.5, 1.0), frameon=False)
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
     fig.savefig(out / "rmse_by_model.png")
@@ -86,21 +101,26 @@ def plots(grid, tracker, out: Path) -> dict[str, str]:
         if pts:
             x, y, p = zip(*pts)
             ax.scatter(x, y, s=[max(15, v / 2e4) for v in p], alpha=0.6, label=m)
-    files["tradeoff"] = _finish(fig, ax, out / "tradeoff.png", "inference s / 100 images",
-                               "Trade-off (marker area ~ parameters)")
+    title = "Trade-off (marker area ~ parameters)"
+    if floor is not None:
+        ax.axhline(floor, color="k", ls="--", lw=1)
+        hidden = sum(c["rmse"] > top for c in grid.values())
+        ax.set_ylim(0, top)
+        title += "\ndashed: mean face" + (f"; {hidden} cells above {top:.0f} px not shown" if hidden else "")
+    files["tradeoff"] = _finish(fig, ax, out / "tradeoff.png", "inference s / 100 images", title)
 
     curves = {}
     (out / "curves.png").unlink(missing_ok=True)  # never leave a previous report's curves beside this one
     for m in models:
-        cell = grid.get((m, "masked+flip")) or next((grid[(m, c)] for c in cols if (m, c) in grid), None)
-        hist = tracker.client.get_metric_history(cell["run_id"], "val_rmse") if cell else []
+        col = min((c for c in cols if (m, c) in grid), key=lambda c: grid[(m, c)]["rmse"])
+        hist = tracker.client.get_metric_history(grid[(m, col)]["run_id"], "val_rmse")
         if len(hist) > 1:  # a one-epoch cell has a point, not a curve
-            curves[m] = sorted((h.step + 1, h.value) for h in hist)
+            curves[f"{m} / {col}"] = sorted((h.step + 1, h.value) for h in hist)
     if curves:
         fig, ax = plt.subplots(figsize=(6.5, 4), dpi=90)
         for m, points in curves.items():
             ax.plot(*zip(*points), marker="o", label=m)
-        files["curves"] = _finish(fig, ax, out / "curves.png", "epoch", "Training curves (masked + flip)")
+        files["curves"] = _finish(fig, ax, out / "curves.png", "epoch", "Training curves (each model's best cell)")
     return files
 
 
@@ -108,7 +128,7 @@ def _finish(fig, ax, path: Path, xlabel: str, title: str) -> str:
     import matplotlib.pyplot as plt
     ax.set_xlabel(xlabel)
     ax.set_ylabel("validation RMSE (px)")
-    ax.set_title(title)
+    ax.set_title(title, fontsize=10)
     ax.legend(fontsize=7)
     ax.grid(alpha=0.3)
     fig.tight_layout()
@@ -132,13 +152,18 @@ def findings(grid) -> list[str]:
                "augmentation column beats the better of forward fill and KNN"
                + (f" ({', '.join(wins)})" if wins else "") + ". Augmentation vs best imputation: "
                + "; ".join(f"{m} {aug:.2f} vs {imp[0]:.2f} px ({imp[1]})" for m, aug, imp in pairs) + ".")
-    pairs = [(m, best(m, ("masked", "masked+flip")), best(m, PAPER_COLUMNS)) for m in models
-             if best(m, ("masked", "masked+flip")) and best(m, PAPER_COLUMNS)]
+    pairs = [(m, best(m, MASKED_COLUMNS), best(m, PAPER_COLUMNS)) for m in models
+             if best(m, MASKED_COLUMNS) and best(m, PAPER_COLUMNS)]
     wins = [m for m, masked, other in pairs if masked[0] < other[0]]
-    out.append(f"**Does masking beat both?** For {len(wins)} of {len(pairs)} models the masked loss "
-               "(with or without flip) beats every paper column" + (f" ({', '.join(wins)})" if wins else "")
+    same_aug = [(m, grid[(m, "masked+augment")]["rmse"], grid[(m, "augment")]["rmse"]) for m in models
+                if (m, "masked+augment") in grid and (m, "augment") in grid]
+    out.append(f"**Does masking beat both?** For {len(wins)} of {len(pairs)} models a masked-loss column "
+               "beats every paper column" + (f" ({', '.join(wins)})" if wins else "")
                + ". Best masked vs best paper column: "
-               + "; ".join(f"{m} {mk[0]:.2f} ({mk[1]}) vs {o[0]:.2f} px ({o[1]})" for m, mk, o in pairs) + ".")
+               + "; ".join(f"{m} {mk[0]:.2f} ({mk[1]}) vs {o[0]:.2f} px ({o[1]})" for m, mk, o in pairs) + "."
+               + (" Like for like (the same augmentation, with and without the incomplete rows): masked+augment "
+                  "vs augment " + "; ".join(f"{m} {a:.2f} vs {b:.2f} px" for m, a, b in same_aug) + "."
+                  if same_aug else ""))
     if grid:
         def describe(key):
             c = grid[key]
@@ -161,17 +186,23 @@ def findings(grid) -> list[str]:
 
 
 def _budget(grid) -> str:
-    def span(values):
-        values = sorted({int(float(v)) for v in values if v is not None})
-        return "?" if not values else str(values[0]) if len(values) == 1 else f"{values[0]}–{values[-1]}"
-    cells = grid.values()
-    return (f"at most {span(c.get('max_epochs') for c in cells)} epochs per cell "
-            f"({span(c.get('epochs') for c in cells)} run; early-stopping patience "
-            f"{span(c.get('patience') for c in cells)})")
+    def values(key):
+        return sorted({int(float(c[key])) for c in grid.values() if c.get(key) is not None})
+    most, run, patience = values("max_epochs"), values("epochs"), values("patience")
+    if most == [1]:
+        return "1 epoch per cell (too short for early stopping)"
+    span = "–".join(str(v) for v in (run[0], run[-1]) if run) if len(set(run)) > 1 else str(run[0]) if run else "?"
+    return (f"at most {'/'.join(map(str, most)) or '?'} epochs per cell ({span} run"
+            + (f"; early-stopping patience {'/'.join(map(str, patience))}" if patience else "") + ")")
+
+
+def _mean_face(grid) -> float | None:
+    values = [c["mean_face_rmse"] for c in grid.values() if "mean_face_rmse" in c]
+    return values[0] if values else None  # one split for the whole grid, so one value
 
 
 def render(grid, files, command: str, study: str) -> str:
-    models, cols = _models(grid), list(COLUMNS)
+    models, cols = _models(grid), _columns(grid)
     first = {m: next(grid[(m, c)] for c in cols if (m, c) in grid) for m in models}
     images = {c: next((grid[(m, c)]["train_images"] for m in models if "train_images" in grid.get((m, c), {})), None)
               for c in cols}
@@ -179,6 +210,11 @@ def render(grid, files, command: str, study: str) -> str:
           f"Made by `{command}` from the MLflow store: study `{study}` of `python -m search.run --space paper`, "
           f"{_budget(grid)}. Validation RMSE is in pixels over labelled cells on a person-aware split "
           "(validation faces are never near-duplicates of training faces).", "", "## Findings", ""]
+    floor = _mean_face(grid)
+    if floor is not None:
+        above = sum(c["rmse"] >= floor for c in grid.values())
+        md += [f"Predicting the mean training face for every validation face scores **{floor:.3f} px**: "
+               f"a cell above that has not yet learned anything useful ({above} of {len(grid)} here).", ""]
     md += [f"- {f}" for f in findings(grid)]
     md += ["", "## Table 1: parameters and size", "",
            _table(["model", "params (ours)", "params (paper)", "size MB (ours, .keras)", "size MB (paper)"],
@@ -192,6 +228,10 @@ def render(grid, files, command: str, study: str) -> str:
         md += ["Training images per epoch (the same for every model; augmentation adds transformed copies, "
                "`none` keeps only fully labelled faces):", "",
                _table(cols, [[_fmt(images[c], ",.0f") for c in cols]])]
+    missing = [c for c in COLUMNS if c not in cols]
+    if missing:
+        md += [f"Columns of the grid with no finished cell in this study (not run yet, or added to the grid "
+               f"after it ran): {', '.join(missing)}.", ""]
     md += ["## Table 3: inference seconds per 100 images", "",
            _table(["model", *cols, "paper"],
                   [[m, *(_fmt(_grid_value(grid, m, c, "inference_s_per_100"), ".4f") for c in cols), "n/a"]
