@@ -11,6 +11,7 @@ import json
 import os
 from pathlib import Path
 
+from search.progress import kind_of
 from tracking import stores
 from train.errors import UserError
 
@@ -67,7 +68,7 @@ class ManualEngine:
         done = self.done(budget.study)
         keyed = [(i, {**space.fixed, **c}) for i, c in enumerate(configs)]
         todo = [(i, c) for i, c in keyed if config_key(c, runner.budget_key) not in done]
-        runner.progress.total = len(todo)
+        runner.progress.plan_kinds([kind_of(c) for _, c in todo])
         if not todo:
             print(f"[manual] all {len(configs)} configs of study {budget.study!r} already ran", flush=True)
         for number, config in todo:

@@ -8,6 +8,11 @@ def _clock(seconds: float) -> str:
     return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}" if seconds >= 3600 else f"{seconds // 60}:{seconds % 60:02d}"
 
 
+def kind_of(config: dict) -> str:
+    """Trials of one kind take about as long: the grid's row, else the model family."""
+    return str(config.get("cell_model", config.get("model", "")))
+
+
 class Progress:
     def __init__(self, total: int, epochs: int, stream=None):
         self.total, self.epochs, self.stream = total, epochs, stream
@@ -16,12 +21,27 @@ class Progress:
         self.start = time.perf_counter()
         self.trial_start = self.start
         self.label = ""
+        self.kind, self.running = None, False
+        self.plan: list | None = None  # kinds of the trials still to run, when known in advance
+        self.took: dict = {}  # kind -> seconds of its finished trials
+
+    def plan_kinds(self, kinds: list) -> None:
+        """A fixed list of trials (a grid): estimate time left per kind, since a NASNet cell is not a small CNN's."""
+        self.plan = list(kinds)
+        self.total = len(self.plan)
 
     def _left(self) -> str:
         if not self.done:
             return "?"
         per_trial = (time.perf_counter() - self.start) / self.done
-        return _clock(per_trial * max(self.total - self.done, 0))
+        if self.plan is None:
+            return _clock(per_trial * max(self.total - self.done, 0))
+        mean = {k: sum(v) / len(v) for k, v in self.took.items()}
+        ahead = self.plan[self.done:]  # a running trial first
+        left = sum(mean.get(k, per_trial) for k in ahead)
+        if ahead and self.running:
+            left -= min(time.perf_counter() - self.trial_start, mean.get(ahead[0], per_trial))
+        return _clock(left)
 
     def _say(self, text: str) -> None:
         best = f"{self.best:.3f}" if self.best < float("inf") else "-"
@@ -31,6 +51,7 @@ class Progress:
     def trial_started(self, engine: str, number: int, config: dict) -> None:
         self.label = f"{engine} {self.done + 1}/{self.total}"
         self.trial_start = time.perf_counter()
+        self.kind, self.running = kind_of(config), True
         model = config.get("model", "")
         self._say(f"trial #{number} {model} starts")
 
@@ -39,6 +60,8 @@ class Progress:
 
     def trial_ended(self, status: str, rmse: float | None = None) -> None:
         self.done += 1
+        self.running = False
+        self.took.setdefault(self.kind, []).append(time.perf_counter() - self.trial_start)
         if rmse is not None and rmse < self.best:
             self.best = rmse
         took = _clock(time.perf_counter() - self.trial_start)

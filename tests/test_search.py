@@ -179,3 +179,24 @@ def test_a_resumed_study_does_not_replay_the_samplers_first_draws(tiny, monkeypa
     search_run.main(_args(tiny[0], "--engine", "optuna", "--sampler", "random", "--trials", "2"))
     first, second = optuna.load_study(study_name="t", storage="sqlite:///mlruns/optuna.db").trials
     assert first.params != second.params
+
+
+def test_a_grids_time_left_is_estimated_per_kind_of_trial(monkeypatch):
+    import io
+
+    from search import progress as progress_mod
+    clock = [0.0]
+    monkeypatch.setattr(progress_mod.time, "perf_counter", lambda: clock[0])
+    out = io.StringIO()
+    p = progress_mod.Progress(0, 1, stream=out)
+    p.plan_kinds(["small", "big", "big", "big"])
+    for kind, seconds in (("small", 10), ("big", 300)):
+        p.trial_started("manual", 0, {"cell_model": kind})
+        clock[0] += seconds
+        p.trial_ended("done", 1.0)
+    # two big trials left: 2 x 300 s, where an average over all trials would say 2 x 155 s
+    assert out.getvalue().splitlines()[-1].endswith("~10:00 left")
+    p.trial_started("manual", 2, {"cell_model": "big"})
+    clock[0] += 4
+    p.epoch(0, 1, 2.0)
+    assert out.getvalue().splitlines()[-1].endswith("~9:56 left")  # the running trial's elapsed time counts
