@@ -138,9 +138,10 @@ def main(argv=None):
     for engine in engines:
         if engine.name == "optuna":
             print(f"  {stores.dashboard_command(engine.storage_url)}")
-    print(f"  python -m tracking.leaderboard --space {args.space}")
+    named = f" --study {study}" if study != args.space else ""
+    print(f"  python -m tracking.leaderboard --space {args.space}{named}")
     if args.space == "paper":
-        print("  python -m tracking.report --space paper --output docs/paper")
+        print(f"  python -m tracking.report --space paper{named} --output docs/{study}")
     if interrupted:
         raise SystemExit(130)
 
