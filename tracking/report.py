@@ -9,7 +9,7 @@ import html
 import math
 from pathlib import Path
 
-from spaces.paper import COLUMNS, MASKED_COLUMNS, PAPER_COLUMNS
+from spaces.paper import COLUMNS, MASKED_COLUMNS, PAPER_COLUMNS, ROWS
 from train.errors import UserError, cli
 
 # Published figures we could confirm (the issue quotes them); other cells of the paper's tables
@@ -42,11 +42,9 @@ def _columns(grid) -> list[str]:
 
 
 def _models(grid) -> list[str]:
-    seen = []
-    for model, _ in grid:
-        if model not in seen:
-            seen.append(model)
-    return seen
+    """Rows in the paper's order, whatever order the cells ran in."""
+    present = {model for model, _ in grid}
+    return [m for m in ROWS if m in present] + sorted(present - set(ROWS))
 
 
 def _table(header, rows) -> str:
