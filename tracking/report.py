@@ -75,7 +75,8 @@ def plots(grid, tracker, out: Path) -> dict[str, str]:
         ax.bar(np.arange(len(models)) + i * width, vals, width, label=col)
     ax.set_xticks(np.arange(len(models)) + 0.4 - width / 2, models, rotation=20, ha="right")
     floor = _mean_face(grid)
-    top = 2.5 * floor if floor is not None else None  # a diverged cell would squash every bar worth comparing
+    # a diverged cell would squash every bar worth comparing
+    top = min(2.5 * floor, 1.15 * max(floor, *(c["rmse"] for c in grid.values()))) if floor is not None else None
     if floor is not None:
         ax.axhline(floor, color="k", ls="--", lw=1, label=f"mean face {floor:.2f}")
         ax.set_ylim(0, top)
@@ -85,7 +86,7 @@ def plots(grid, tracker, out: Path) -> dict[str, str]:
                 if v is not None and v > top:
                     ax.text(j + i * width, top * 0.98, f"{v:.0f}", ha="center", va="top", fontsize=6, rotation=90)
     ax.set_ylabel("validation RMSE (px)")
-    ax.legend(ncol=7, fontsize=8, loc="lower center", bbox_to_anchor=(0.5, 1.0), frameon=False)
+    ax.legend(ncol=len(cols) + 1, fontsize=8, loc="lower center", bbox_to_anchor=(0.5, 1.0), frameon=False)
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
     fig.savefig(out / "rmse_by_model.png")
