@@ -19,6 +19,7 @@ from train.errors import UserError, cli
 
 HERE = Path(__file__).resolve().parent
 PRESETS = ("baseline", "manual", "mobilenetv2")
+SECTIONS = ("data", "presets", "search", "pruning")
 TARGETS = {"cached_load_s": 0.2, "tracking_share": 0.02, "manual_s_per_100": 0.08, "export_rmse_change": 0.02}
 
 
@@ -199,22 +200,25 @@ def main(argv=None):
     ap.add_argument("--pruning-epochs", type=int, default=4)
     ap.add_argument("--presets", default=",".join(PRESETS))
     ap.add_argument("--out", default=str(HERE))
-    ap.add_argument("--sections", default="data,presets,search,pruning",
+    ap.add_argument("--sections", default=",".join(SECTIONS),
                     help="re-measure only these; the others are kept from the existing results.json")
     args = ap.parse_args(argv)
     sections = set(args.sections.split(","))
+    if sections - set(SECTIONS):
+        raise UserError(f"--sections {args.sections!r}: choose from {', '.join(SECTIONS)}")
     from train import data as data_mod
     import sys
     command = " ".join(["python -m bench", *(sys.argv[1:] if argv is None else argv)]).strip()
     out = Path(args.out)
     previous = json.loads((out / "results.json").read_text()) if (out / "results.json").exists() else {}
-    if sections != {"data", "presets", "search", "pruning"} and not previous:
+    partial = sections != set(SECTIONS)
+    if partial and not previous:
         raise UserError("--sections needs an existing results.json to keep the other sections from")
-    results = previous if sections != {"data", "presets", "search", "pruning"} else {}
+    results = previous if partial else {}
     results["machine"] = machine()
-    if not previous or not results.get("command"):
+    if not results.get("command"):
         results["command"] = command
-    if results is previous:
+    if partial:
         results.setdefault("updates", []).append({"sections": sorted(sections), "command": command,
                                                   "date": results["machine"]["date"]})
     else:

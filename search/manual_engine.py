@@ -66,13 +66,13 @@ class ManualEngine:
     def run(self, space, runner, budget) -> None:
         configs = self.configs(space)[:budget.trials] if budget.trials else self.configs(space)
         done = self.done(budget.study)
-        keyed = [(i, {**space.fixed, **c}) for i, c in enumerate(configs)]
-        todo = [(i, c) for i, c in keyed if config_key(c, runner.budget_key) not in done]
-        runner.progress.plan_kinds([kind_of(c) for _, c in todo])
+        budget_key = runner.budget_key
+        full = [(i, {**space.fixed, **c}) for i, c in enumerate(configs)]
+        todo = [(i, c, key) for i, c in full if (key := config_key(c, budget_key)) not in done]
+        runner.progress.plan_kinds([kind_of(c) for _, c, _ in todo])
         if not todo:
             print(f"[manual] all {len(configs)} configs of study {budget.study!r} already ran", flush=True)
-        for number, config in todo:
-            key = config_key(config, runner.budget_key)
+        for number, config, key in todo:
             try:
                 runner("manual", number, config, refs={"manual_key": key})
             except KeyboardInterrupt:

@@ -123,7 +123,8 @@ class OptunaEngine:
         import optuna
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         multi = len(self.objectives) > 1
-        sampler = make_sampler("nsga2" if multi and self.sampler_name == "tpe" else self.sampler_name, space, seed)
+        name = "nsga2" if multi and self.sampler_name == "tpe" else self.sampler_name
+        sampler = make_sampler(name, space, seed)
         try:
             study = optuna.create_study(study_name=study_name, storage=make_storage(self.storage_url),
                                         sampler=sampler, pruner=make_pruner(self.pruner_name),
@@ -134,7 +135,6 @@ class OptunaEngine:
         if existing:
             # A resumed process re-seeded like the first one would replay its random draws and
             # propose finished configs again: continue the seed sequence instead.
-            name = "nsga2" if multi and self.sampler_name == "tpe" else self.sampler_name
             study.sampler = make_sampler(name, space, seed + existing)
         return study
 

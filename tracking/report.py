@@ -144,15 +144,15 @@ def findings(grid) -> list[str]:
         vals = [(grid[(m, c)]["rmse"], c) for c in cols if (m, c) in grid]
         return min(vals) if vals else None
 
-    pairs = [(m, grid[(m, "augment")]["rmse"], best(m, ("ffill", "knn"))) for m in models
-             if (m, "augment") in grid and best(m, ("ffill", "knn"))]
+    pairs = [(m, grid[(m, "augment")]["rmse"], imp) for m in models
+             if (m, "augment") in grid and (imp := best(m, ("ffill", "knn")))]
     wins = [m for m, aug, imp in pairs if aug < imp[0]]
     out.append(f"**Does augmentation beat imputation?** For {len(wins)} of {len(pairs)} models the paper's "
                "augmentation column beats the better of forward fill and KNN"
                + (f" ({', '.join(wins)})" if wins else "") + ". Augmentation vs best imputation: "
                + "; ".join(f"{m} {aug:.2f} vs {imp[0]:.2f} px ({imp[1]})" for m, aug, imp in pairs) + ".")
-    pairs = [(m, best(m, MASKED_COLUMNS), best(m, PAPER_COLUMNS)) for m in models
-             if best(m, MASKED_COLUMNS) and best(m, PAPER_COLUMNS)]
+    pairs = [(m, masked, other) for m in models
+             if (masked := best(m, MASKED_COLUMNS)) and (other := best(m, PAPER_COLUMNS))]
     wins = [m for m, masked, other in pairs if masked[0] < other[0]]
     same_aug = [(m, grid[(m, "masked+augment")]["rmse"], grid[(m, "augment")]["rmse"]) for m in models
                 if (m, "masked+augment") in grid and (m, "augment") in grid]
@@ -190,7 +190,7 @@ def _budget(grid) -> str:
     most, run, patience = values("max_epochs"), values("epochs"), values("patience")
     if most == [1]:
         return "1 epoch per cell (too short for early stopping)"
-    span = "–".join(str(v) for v in (run[0], run[-1]) if run) if len(set(run)) > 1 else str(run[0]) if run else "?"
+    span = "?" if not run else str(run[0]) if len(run) == 1 else f"{run[0]}–{run[-1]}"
     return (f"at most {'/'.join(map(str, most)) or '?'} epochs per cell ({span} run"
             + (f"; early-stopping patience {'/'.join(map(str, patience))}" if patience else "") + ")")
 
