@@ -37,6 +37,7 @@ class TrialRunner:
                 report(epoch, val)
 
         try:  # from here on, whatever happens closes the MLflow run with a status
+            self.tracker.log_dataset(run_id, self.data)
             if on_start:
                 on_start(run_id)
             self.progress.trial_started(engine, number, config)

@@ -1,3 +1,4 @@
+import re
 import time
 
 import pytest
@@ -68,10 +69,14 @@ def test_report_renders_tables_plots_and_findings_from_a_store(tmp_path):
     _store(rmse)
     _store({("manual", "masked"): 0.5}, study="another")  # another grid in the same store stays out
     report.main(["--space", "paper", "--output", str(tmp_path / "out")])
-    md = (tmp_path / "out" / "report.md").read_text()
+    md = _squeezed(tmp_path / "out" / "report.md")
     assert "| baseline | 3.000 | 2.800 | 2.900 | 2.500 | 2.400 | 2.200 | 2.300 |" in md
     assert "| manual | 3.500 | 3.100 | 3.000 | 3.200 | 2.900 | 2.700 | 2.750 |" in md
-    assert "| baseline | 1,883,613 | 1,890,366 |" in md  # ours beside the paper's published count
+    assert "| baseline | 1,883,613 | 1,890,366 | 22.60 | 7.60 |" in md  # ours beside the paper's Table 1
+    assert "| manual | 237,246 | 235,834 | 2.85 | 1.00 |" in md
+    assert "| baseline | " + " | ".join(["0.3000"] * 7) + " | 1.99 / 1.97 / 1.98 / 2.01 |" in md  # Table 3
+    assert "| Gao 2018 | 14-layer custom CNN | 1.75 |" in md and "| this study's best cell | see above | 2.20 |" in md
+    assert "n/a" not in md
     assert "For 1 of 2 models the paper's augmentation column beats" in md and "(baseline)" in md
     assert "baseline 2.50 vs 2.80 px (ffill); manual 3.20 vs 3.00 px (knn)" in md
     assert "For 2 of 2 models a masked-loss column beats every paper column" in md
@@ -89,9 +94,14 @@ def test_report_renders_tables_plots_and_findings_from_a_store(tmp_path):
     assert "<table>" in (tmp_path / "out" / "report.html").read_text()
 
     report.main(["--space", "paper", "--study", "another", "--output", str(tmp_path / "other")])
-    md = (tmp_path / "other" / "report.md").read_text()
+    md = _squeezed(tmp_path / "other" / "report.md")
     assert "| manual | 0.500 |" in md and "baseline" not in md.split("## Table 1")[1].split("## Where")[0]
     assert "no finished cell in this study (not run yet, or added to the grid after it ran): none, ffill" in md
+
+
+def _squeezed(path):
+    """The report's Markdown with table padding collapsed, so rows read as `| a | b |`."""
+    return re.sub(r"(?<=\S) {2,}(?=\|)|(?<=\|) {2,}", " ", path.read_text())
 
 
 def test_report_without_a_grid_is_a_one_line_error():

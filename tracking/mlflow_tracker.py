@@ -20,6 +20,8 @@ from tracking.liveness import HOST, dead_here
 STATUS = {"finished": "FINISHED", "failed": "FAILED", "pruned": "KILLED", "killed": "KILLED"}
 METRICS = ("rmse", "params", "size_mb", "inference_s_per_100", "latency_ms", "train_s", "measure_s",
            "train_images_per_s", "train_images", "mean_face_rmse")
+# Without this tag MLflow's UI opens an experiment on its GenAI overview (traces) instead of its runs.
+EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
 
 
 def code_version() -> str:
@@ -45,10 +47,18 @@ class Tracker:
         if exp is None:
             # By default MLflow would put artifacts under the current directory, not beside the store.
             location = f"{stores.artifact_root()}/{experiment}" if self.uri.startswith("sqlite:") else None
-            self.experiment_id = self.client.create_experiment(experiment, artifact_location=location)
+            self.experiment_id = self.client.create_experiment(experiment, artifact_location=location,
+                                                               tags=EXPERIMENT_KIND)
         else:
             self.experiment_id = exp.experiment_id
+            for key, value in EXPERIMENT_KIND.items():  # experiments made before the tag existed
+                if exp.tags.get(key) != value:
+                    self.client.set_experiment_tag(self.experiment_id, key, value)
+        from tracking import mlflow_view
+        mlflow_view.ensure(self.client, self.experiment_id, exp.tags if exp is not None else {})  # metric columns
         self.overhead_s = 0.0
+        self._opened: dict[str, float] = {}  # parent run id -> when this process opened it
+        self._datasets: dict = {}  # data sha -> MLflow dataset input, built once per search
 
     # ---- searches -------------------------------------------------------------------------
     def open_search(self, study: str, engine: str, params: dict) -> str:
@@ -61,16 +71,54 @@ class Tracker:
             run_id = found[0].info.run_id
             self.client.update_run(run_id, status="RUNNING")
             self.client.set_tag(run_id, "resumed_at", time.strftime("%Y-%m-%d %H:%M:%S"))
+            self._opened[run_id] = time.time()
             return run_id
         run = self.client.create_run(self.experiment_id, run_name=f"{study}/{engine}", tags={
             "fkp_role": "search", "fkp_study": study, "fkp_engine": engine, "fkp_space": self.experiment})
         from mlflow.entities import Param
         self.client.log_batch(run.info.run_id, params=[Param(k, str(v)) for k, v in
                                                       {**params, "code_version": code_version()}.items()])
+        self._opened[run.info.run_id] = time.time()
         return run.info.run_id
 
     def close_search(self, run_id: str, status: str = "FINISHED") -> None:
+        try:
+            self.summarize_search(run_id)
+        except Exception as exc:  # a summary must never lose the search's own status
+            print(f"warning: could not summarise search run {run_id}: {exc}", flush=True)
         self.client.set_terminated(run_id, status)
+
+    def summarize_search(self, parent_id: str) -> dict:
+        """Log on the search run what a person looks for first: the best trial and how the budget went.
+
+        best_rmse is the lowest validation RMSE; best_test_rmse is the test RMSE of that same trial (the
+        test split never chooses). wall_time_s adds up every session of a resumed search."""
+        from mlflow.entities import Metric, RunTag
+        runs = self.trials(parent_id)
+        counts = {s: 0 for s in ("finished", "pruned", "failed", "killed", "running")}
+        for run in runs:
+            status = run.data.tags.get("fkp_status", "running")
+            counts[status] = counts.get(status, 0) + 1
+        done = [r for r in runs if r.data.tags.get("fkp_status") == "finished" and "rmse" in r.data.metrics
+                and r.data.metrics["rmse"] == r.data.metrics["rmse"]]
+        parent = self.client.get_run(parent_id)
+        if parent_id in self._opened:
+            wall = parent.data.metrics.get("wall_time_s", 0.0) + time.time() - self._opened.pop(parent_id)
+        else:  # summarised from another process: the span of its trials
+            ends = [r.info.end_time or r.info.start_time for r in runs]
+            wall = (max(ends) - parent.info.start_time) / 1000 if ends else 0.0
+        summary = {f"trials_{k}": float(v) for k, v in counts.items() if k != "running"}
+        summary["wall_time_s"] = wall
+        tags = []
+        if done:
+            best = min(done, key=lambda r: r.data.metrics["rmse"])
+            summary["best_rmse"] = best.data.metrics["rmse"]
+            if "test_rmse" in best.data.metrics:
+                summary["best_test_rmse"] = best.data.metrics["test_rmse"]
+            tags = [RunTag("best_run_id", best.info.run_id), RunTag("best_trial", best.data.tags.get("fkp_trial", ""))]
+        now = int(time.time() * 1000)
+        self.client.log_batch(parent_id, metrics=[Metric(k, float(v), now, 0) for k, v in summary.items()], tags=tags)
+        return {**summary, **{t.key: t.value for t in tags}}
 
     def trials(self, parent_id: str | None = None, study: str | None = None):
         filters = ["tags.fkp_role = 'trial'"]
@@ -121,11 +169,34 @@ class Tracker:
                 metrics += [Metric(key, v, now, step) for step, v in enumerate(result.history.get(curve, []))]
             self._log_artifacts(run_id, result)
         self.client.log_batch(run_id, metrics=metrics, tags=tags)
+        extra = [] if result is None else self._log_model(run_id, result, now)  # after the metrics: the model shows them
         spent = time.perf_counter() - t0
         self.overhead_s += spent
-        self.client.log_batch(run_id, metrics=[Metric("tracking_s", spent, now, 0)])
+        self.client.log_batch(run_id, metrics=[Metric("tracking_s", spent, now, 0), *extra])
         self.client.set_terminated(run_id, STATUS[status])
         return spent
+
+    def _log_model(self, run_id, result, now) -> list:
+        """The model as an MLflow Keras model (`runs:/<id>/model`); a failure here never fails the trial."""
+        from mlflow.entities import Metric
+
+        from tracking import mlflow_model
+        try:
+            return [Metric("log_model_s", mlflow_model.log_keras_model(self.uri, run_id, result.model_path), now, 0)]
+        except Exception as exc:
+            self.client.set_tag(run_id, "log_model_error", f"{type(exc).__name__}: {exc}"[:5000])
+            return []
+
+    def log_dataset(self, run_id: str, data) -> None:
+        """The faces as the run's dataset input, named by their hash (built once per data file, not per trial)."""
+        key = getattr(data, "sha", None) or id(data)
+        try:
+            if key not in self._datasets:
+                from tracking import mlflow_model
+                self._datasets[key] = mlflow_model.dataset_input(data)
+            self.client.log_inputs(run_id, datasets=[self._datasets[key]])
+        except Exception as exc:  # the trial runs whether or not MLflow can describe its data
+            self.client.set_tag(run_id, "log_dataset_error", f"{type(exc).__name__}: {exc}"[:5000])
 
     def _log_artifacts(self, run_id, result) -> None:
         from tracking import plots

@@ -1,5 +1,6 @@
 """Where things live by default: everything embedded under ./mlruns, one flag away from a server."""
 import os
+import sys
 from pathlib import Path
 
 ROOT = Path("mlruns")
@@ -36,12 +37,29 @@ def manual_dir() -> Path:
     return root() / "manual"
 
 
+def optuna_artifact_dir() -> Path:
+    """Trial artifacts (learning curve, predictions) that optuna-dashboard shows: tracking/dashboard.py."""
+    return root() / "optuna_artifacts"
+
+
+def tool(name: str) -> str:
+    """A console script as a command that works as printed: the one beside the running interpreter
+    (`.venv/bin/mlflow` from the repository root) when it is there, so no venv needs activating."""
+    here = Path(sys.executable).parent / name  # not resolved: a venv's python is a link out of the venv
+    if not here.exists():
+        return name
+    try:
+        return str(here.relative_to(Path.cwd()))
+    except ValueError:
+        return str(here)
+
+
 def dashboard_command(storage_url: str) -> str:
-    if storage_url.startswith("sqlite:///"):
-        return f"optuna-dashboard {storage_url} --host 127.0.0.1 --port 8081"
-    return f"optuna-dashboard '{storage_url}' --host 127.0.0.1 --port 8081"
+    quoted = storage_url if storage_url.startswith("sqlite:///") else f"'{storage_url}'"
+    return (f"{tool('optuna-dashboard')} {quoted} --artifact-dir {optuna_artifact_dir()} "
+            f"--host 127.0.0.1 --port 8081")
 
 
 def mlflow_ui_command(uri: str) -> str:
-    return (f"MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false mlflow ui --backend-store-uri {uri} "
+    return (f"MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false {tool('mlflow')} ui --backend-store-uri {uri} "
             f"--host 127.0.0.1 --port 5000 --workers 1")
