@@ -1,5 +1,11 @@
 """Translate a neutral space (spaces/base.py) into each engine's own calls."""
-from spaces.base import Categorical, Fixed, Float, Int
+from spaces.base import Categorical, Fixed, Float, Int, Suggest
+
+
+def declare(space, suggest: Suggest) -> None:
+    """Register every parameter, active or not (conditional ones under their condition)."""
+    for p in space.params:
+        getattr(suggest, type(p).__name__.lower())(p)
 
 
 class OptunaSuggest:

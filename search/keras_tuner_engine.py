@@ -7,7 +7,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from search.adapters import KerasTunerSuggest
+from search.adapters import KerasTunerSuggest, declare
+from search.engine import Engine
 from spaces.base import sample
 from tracking import stores
 from train.errors import UserError
@@ -21,11 +22,13 @@ def _tuner_class():
     class OneLoopTuner(kt.Tuner):
         """Overrides run_trial so no Keras Tuner fit loop runs: the platform's trial function does."""
 
-        def __init__(self, oracle, space, runner, study, **kwargs):
+        def __init__(self, oracle, space, runner, budget, **kwargs):
             super().__init__(oracle=oracle, **kwargs)
-            self.space, self.runner, self.study = space, runner, study
+            self.space, self.runner, self.budget = space, runner, budget
 
         def run_trial(self, trial, *args, **kwargs):
+            if self.budget.expired():
+                raise kt.errors.FatalError("--timeout reached")  # fatal: Keras Tuner stops instead of retrying
             hp = trial.hyperparameters
             config = sample(self.space, KerasTunerSuggest(hp))
             trial_dir = Path(self.get_trial_dir(trial.trial_id))
@@ -45,8 +48,12 @@ def _tuner_class():
     return OneLoopTuner
 
 
-class KerasTunerEngine:
+class KerasTunerEngine(Engine):
     name = "keras-tuner"
+
+    @classmethod
+    def from_args(cls, args) -> "KerasTunerEngine":
+        return cls(args.tuner)
 
     def __init__(self, tuner="random", directory=None):
         if tuner not in TUNERS:
@@ -57,10 +64,15 @@ class KerasTunerEngine:
     def describe(self) -> dict:
         return {"tuner": self.tuner_name, "project_dir": str(self.directory)}
 
-    def make_oracle(self, budget, epochs: int):
+    def make_oracle(self, budget, epochs: int, space=None):
         import keras_tuner as kt
         objective = kt.Objective("val_rmse", direction="min")
-        common = dict(objective=objective, seed=budget.seed, max_retries_per_trial=0,
+        # Declared up front: an oracle that meets parameters only as a trial asks for them gives its
+        # first trial every parameter at its default (the lowest value), a wasted trial.
+        hp = kt.HyperParameters()
+        if space is not None:
+            declare(space, KerasTunerSuggest(hp))
+        common = dict(objective=objective, seed=budget.seed, max_retries_per_trial=0, hyperparameters=hp,
                       max_consecutive_failed_trials=max(budget.trials, 3))
         if self.tuner_name == "random":
             return kt.oracles.RandomSearchOracle(max_trials=budget.trials, **common)
@@ -71,8 +83,8 @@ class KerasTunerEngine:
     def run(self, space, runner, budget) -> None:
         import logging
         logging.getLogger("tensorflow").setLevel(logging.ERROR)
-        oracle = self.make_oracle(budget, runner.settings.epochs)
-        tuner = _tuner_class()(oracle, space, runner, budget.study, directory=str(self.directory),
+        oracle = self.make_oracle(budget, runner.settings.epochs, space)
+        tuner = _tuner_class()(oracle, space, runner, budget, directory=str(self.directory),
                                project_name=f"{budget.study}-{self.tuner_name}", overwrite=False)
         done = sum(1 for t in oracle.trials.values() if t.status in ("COMPLETED", "FAILED", "INVALID"))
         if self.tuner_name != "hyperband":
@@ -80,4 +92,10 @@ class KerasTunerEngine:
             if done >= budget.trials:
                 print(f"[keras-tuner] project {tuner.project_dir} already has {done} finished trials", flush=True)
                 return
-        tuner.search(verbose=0)
+        import keras_tuner as kt
+        try:
+            tuner.search(verbose=0)
+        except kt.errors.FatalError:
+            if not budget.expired():
+                raise
+            print("[keras-tuner] --timeout reached: no new trial started", flush=True)

@@ -11,9 +11,11 @@ import json
 import os
 from pathlib import Path
 
+from search.engine import Engine
 from search.progress import kind_of
 from tracking import stores
 from train.errors import UserError
+from train.trial import Rejected
 
 
 def config_key(config: dict, budget: dict | None = None) -> str:
@@ -22,8 +24,17 @@ def config_key(config: dict, budget: dict | None = None) -> str:
     return hashlib.sha1(json.dumps(keyed, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-class ManualEngine:
+class ManualEngine(Engine):
     name = "manual"
+
+    @classmethod
+    def from_args(cls, args) -> "ManualEngine":
+        from train.fit import load_config
+        configs = []
+        for path in args.config or []:
+            loaded = load_config(path)
+            configs += loaded if isinstance(loaded, list) else [loaded]
+        return cls(configs, include_presets=not args.no_presets)
 
     def __init__(self, configs=None, include_presets: bool = True, directory=None):
         self.extra = list(configs or [])
@@ -44,14 +55,17 @@ class ManualEngine:
         return self.directory / f"{study}.jsonl"
 
     def done(self, study: str) -> set[str]:
+        """Keys of configs that finished (or were refused by a constraint); failed ones run again."""
         path = self.journal(study)
         if not path.exists():
             return set()
         keys = set()
         for line in path.read_text().splitlines():
             try:
-                keys.add(json.loads(line)["key"])
-            except (ValueError, KeyError):
+                entry = json.loads(line)
+                if entry.get("status", "finished") in ("finished", "rejected"):
+                    keys.add(entry["key"])
+            except (ValueError, KeyError, AttributeError):
                 continue  # a line cut off by a kill is simply not a finished config
         return keys
 
@@ -73,10 +87,16 @@ class ManualEngine:
         if not todo:
             print(f"[manual] all {len(configs)} configs of study {budget.study!r} already ran", flush=True)
         for number, config, key in todo:
+            if budget.expired():
+                print("[manual] --timeout reached: the remaining configs did not start", flush=True)
+                return
             try:
                 runner("manual", number, config, refs={"manual_key": key})
             except KeyboardInterrupt:
                 raise
+            except Rejected:
+                self._record(budget.study, key, "rejected", config)
+                continue
             except Exception:
                 self._record(budget.study, key, "failed", config)
                 continue  # a failed config is recorded and the rest still run

@@ -5,14 +5,15 @@ import os
 import warnings
 
 from search.adapters import OptunaSuggest
+from search.engine import Engine
 from spaces.base import Categorical, Fixed, Float, Int, sample
 from tracking import stores
 from tracking.liveness import HOST, dead_here
 from train.errors import UserError
-from train.trial import Pruned
+from train.trial import Pruned, Rejected
 
 SAMPLERS = ("tpe", "random", "cmaes", "nsga2", "grid")
-PRUNERS = ("median", "hyperband", "none")
+PRUNERS = ("hyperband", "halving", "median", "none")
 OBJECTIVE_METRICS = {"rmse": "rmse", "latency": "latency_ms", "params": "params", "size": "size_mb",
                      "inference": "inference_s_per_100"}
 
@@ -50,12 +51,16 @@ def make_sampler(name: str, space, seed: int):
     raise UserError(f"unknown sampler {name!r} (choose from {', '.join(SAMPLERS)})")
 
 
-def make_pruner(name: str):
+def make_pruner(name: str, epochs: int):
+    """Pruners see each epoch's validation RMSE. Hyperband is multi-fidelity over epochs: many configs
+    get a few epochs, the best of them get all."""
     import optuna
     if name == "median":
         return optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1)
     if name == "hyperband":
-        return optuna.pruners.HyperbandPruner()
+        return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=max(epochs, 1), reduction_factor=3)
+    if name == "halving":
+        return optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=3)
     if name == "none":
         return optuna.pruners.NopPruner()
     raise UserError(f"unknown pruner {name!r} (choose from {', '.join(PRUNERS)})")
@@ -71,8 +76,8 @@ def make_storage(url: str):
         from optuna.storages.journal import JournalFileBackend
         return optuna.storages.JournalStorage(JournalFileBackend(url))
     try:
-        return RDBStorage(url, heartbeat_interval=30, grace_period=120,
-                          heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=2))
+        from search.rdb import open_rdb  # heartbeat (FKP_HEARTBEAT_S, FKP_GRACE_S), pre-ping, reconnect wait
+        return open_rdb(url)
     except Exception as exc:
         raise UserError(f"cannot open Optuna storage {url!r}: {exc}") from None
 
@@ -96,51 +101,83 @@ def recover(study) -> list[int]:
 
 
 def finished(study) -> int:
-    """Trials that count against the budget: complete, pruned, or failed by their own error."""
+    """Trials that count against the budget: complete, pruned, or failed by their own error.
+    A config refused by a constraint (over the parameter budget) costs no training and does not count."""
     from optuna.trial import TrialState
     return sum(1 for t in study.get_trials(deepcopy=False)
-               if t.state in (TrialState.COMPLETE, TrialState.PRUNED)
-               or (t.state == TrialState.FAIL and "error" in t.user_attrs))
+               if (t.state == TrialState.COMPLETE or (t.state == TrialState.PRUNED and "rejected" not in t.user_attrs)
+                   or (t.state == TrialState.FAIL and "error" in t.user_attrs)))
 
 
-class OptunaEngine:
+def running_before(study, number: int) -> int:
+    from optuna.trial import TrialState
+    return sum(1 for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)) if t.number < number)
+
+
+class OverBudget(Exception):
+    """A trial another worker's trials left no room for: failed at once, never trained or counted."""
+
+
+def same_config(study, params: dict):
+    """A finished trial with exactly these values: TPE can propose a config again."""
+    from optuna.trial import TrialState
+    for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        if t.params == params:
+            return t
+    return None
+
+
+class OptunaEngine(Engine):
     name = "optuna"
 
-    def __init__(self, sampler="tpe", pruner="median", storage=None, objectives=("rmse",)):
-        self.sampler_name, self.pruner_name = sampler, pruner
+    def __init__(self, sampler="tpe", pruner="hyperband", storage=None, objectives=("rmse",), warm_start=True):
+        self.pruner_name, self.warm_start = pruner, warm_start
         self.storage_url = stores.optuna_url(storage)
         unknown = [o for o in objectives if o not in OBJECTIVE_METRICS]
         if unknown:
             raise UserError(f"unknown objective {unknown[0]!r} (choose from {', '.join(OBJECTIVE_METRICS)})")
         self.objectives = tuple(objectives)
-        make_pruner(pruner)  # validate flags before any data is loaded or trained
+        # Optuna cannot prune or use TPE's single-objective model on several objectives: NSGA-II runs.
+        self.sampler_name = "nsga2" if len(self.objectives) > 1 and sampler == "tpe" else sampler
+        make_pruner(pruner, 2)  # validate flags before any data is loaded or trained
+
+    @classmethod
+    def from_args(cls, args) -> "OptunaEngine":
+        return cls(args.sampler, args.pruner, args.storage, args.objectives.split(","), not args.no_presets)
 
     def describe(self) -> dict:
         return {"sampler": self.sampler_name, "pruner": self.pruner_name, "storage": self.storage_url,
                 "objectives": ",".join(self.objectives)}
 
-    def open_study(self, study_name: str, space, seed: int):
+    def open_study(self, study_name: str, space, seed: int, epochs: int = 5, key=None):
         import optuna
         optuna.logging.set_verbosity(optuna.logging.WARNING)
-        multi = len(self.objectives) > 1
-        name = "nsga2" if multi and self.sampler_name == "tpe" else self.sampler_name
-        sampler = make_sampler(name, space, seed)
+        sampler = make_sampler(self.sampler_name, space, seed)
         try:
             study = optuna.create_study(study_name=study_name, storage=make_storage(self.storage_url),
-                                        sampler=sampler, pruner=make_pruner(self.pruner_name),
+                                        sampler=sampler, pruner=make_pruner(self.pruner_name, epochs),
                                         directions=["minimize"] * len(self.objectives), load_if_exists=True)
         except ValueError as exc:  # e.g. the stored study has other directions
             raise UserError(f"Optuna study {study_name!r}: {exc}") from None
+        if key is not None:
+            for attr, value in key.check_attrs(study_name, study.user_attrs, space.name).items():
+                if study.user_attrs.get(attr) != value:
+                    study.set_user_attr(attr, value)
+        if study.metric_names is None:
+            study.set_metric_names(list(self.objectives))  # the dashboard shows "rmse", not "Objective 0"
         existing = len(study.get_trials(deepcopy=False))
         if existing:
             # A resumed process re-seeded like the first one would replay its random draws and
             # propose finished configs again: continue the seed sequence instead.
-            study.sampler = make_sampler(name, space, seed + existing)
+            study.sampler = make_sampler(self.sampler_name, space, seed + existing)
+        elif self.warm_start:
+            for preset in warm_starts(space):  # a search never ends worse than its best preset
+                study.enqueue_trial(preset, skip_if_exists=True)
         return study
 
     def run(self, space, runner, budget) -> None:
         import optuna
-        study = self.open_study(budget.study, space, budget.seed)
+        study = self.open_study(budget.study, space, budget.seed, runner.settings.epochs, runner.key)
         for number in recover(study):
             print(f"[optuna] trial #{number} was cut off by a killed process: queued to run again", flush=True)
         remaining = budget.trials - finished(study)
@@ -153,7 +190,16 @@ class OptunaEngine:
         def objective(trial):
             trial.set_user_attr("host", HOST)
             trial.set_user_attr("pid", os.getpid())
+            # Workers share one --trials budget: a trial beyond it (another worker got there first) stops here.
+            if finished(study) + running_before(study, trial.number) >= budget.trials:
+                trial.set_user_attr("over_budget", True)
+                study.stop()
+                raise OverBudget("the study's --trials budget was used up by other workers")
             config = sample(space, OptunaSuggest(trial))
+            twin = same_config(study, trial.params)
+            if twin is not None:  # the same values already trained: reuse, do not train or list twice
+                trial.set_user_attr("duplicate_of", twin.number)
+                return tuple(twin.values)
 
             def report(epoch, val_rmse):
                 if not single:
@@ -167,6 +213,9 @@ class OptunaEngine:
                                 refs={"optuna_study": budget.study, "optuna_trial_number": trial.number,
                                       "optuna_trial_id": trial._trial_id},
                                 on_start=lambda run_id: trial.set_user_attr("mlflow_run_id", run_id))
+            except Rejected as exc:
+                trial.set_user_attr("rejected", str(exc))
+                raise optuna.TrialPruned(str(exc)) from None
             except Pruned as exc:
                 raise optuna.TrialPruned(str(exc)) from None
             except KeyboardInterrupt:
@@ -179,9 +228,25 @@ class OptunaEngine:
                 trial.set_user_attr(key, value)
             return tuple(result.metrics[OBJECTIVE_METRICS[o]] for o in self.objectives)
 
-        study.optimize(objective, n_trials=remaining, timeout=budget.timeout, catch=(Exception,),
-                       gc_after_trial=True)
+        def stop_at_budget(study, _trial):
+            from optuna.trial import TrialState
+            trials = study.get_trials(deepcopy=False)
+            if finished(study) + sum(t.state == TrialState.RUNNING for t in trials) >= budget.trials:
+                study.stop()
+            elif sum("rejected" in t.user_attrs for t in trials) >= max(50, 10 * budget.trials):
+                print("[optuna] stopping: nearly every config the sampler proposes is over --max-params", flush=True)
+                study.stop()
+
+        study.optimize(objective, n_trials=None, timeout=budget.seconds_left(), catch=(Exception,),
+                       gc_after_trial=True, callbacks=[stop_at_budget])
 
     def pareto(self, study_name: str):
         import optuna
         return optuna.load_study(study_name=study_name, storage=make_storage(self.storage_url)).best_trials
+
+
+def warm_starts(space) -> list[dict]:
+    """The space's presets that are written in its own parameters, as Optuna trial values."""
+    names = {p.name for p in space.params if not isinstance(p, Fixed)}
+    return [{k: v for k, v in preset.items() if k in names} for preset in space.presets
+            if set(preset) <= names | set(space.fixed)]

@@ -5,43 +5,19 @@ python -m search.run --space cnn [--engine optuna|keras-tuner|manual|all] [--tri
 from __future__ import annotations
 
 import argparse
-import sys
-from dataclasses import dataclass
+import dataclasses
 
-from search.keras_tuner_engine import TUNERS, KerasTunerEngine
-from search.manual_engine import ManualEngine
-from search.optuna_engine import PRUNERS, SAMPLERS, OptunaEngine
+from search.engines import ENGINES
+from search.keras_tuner_engine import TUNERS
+from search.optuna_engine import PRUNERS, SAMPLERS
 from spaces import paper as paper_space
 from train.cli_args import add_training_flags, settings_from
 from train.errors import UserError, cli
 
-ENGINES = ("manual", "optuna", "keras-tuner")
-
-
-@dataclass
-class Budget:
-    trials: int
-    timeout: float | None
-    seed: int
-    study: str
-
 
 def make_engines(args) -> list:
     names = ENGINES if args.engine == "all" else (args.engine,)
-    engines = []
-    for name in names:
-        if name == "manual":
-            configs = []
-            for path in args.config or []:
-                from train.fit import load_config
-                loaded = load_config(path)
-                configs += loaded if isinstance(loaded, list) else [loaded]
-            engines.append(ManualEngine(configs, include_presets=not args.no_presets))
-        elif name == "optuna":
-            engines.append(OptunaEngine(args.sampler, args.pruner, args.storage, args.objectives.split(",")))
-        else:
-            engines.append(KerasTunerEngine(args.tuner))
-    return engines
+    return [ENGINES[name].from_args(args) for name in names]
 
 
 def parse(argv):
@@ -49,16 +25,23 @@ def parse(argv):
     ap.add_argument("--space", default="cnn",
                     help="cnn, mobilenetv2, nasnetmobile, or paper (the paper's grid) (default: cnn)")
     ap.add_argument("--engine", choices=(*ENGINES, "all"), default="optuna")
-    ap.add_argument("--trials", type=int, default=6, help="trials per engine (default: 6)")
-    ap.add_argument("--timeout", type=float, default=None, help="seconds per engine (Optuna)")
-    ap.add_argument("--study-name", default=None, help="default: the space name")
+    ap.add_argument("--trials", type=int, default=6,
+                    help="trials per engine, the study's total across workers (default: 6)")
+    ap.add_argument("--timeout", type=float, default=None,
+                    help="seconds for the whole search: no trial starts after it (default: none)")
+    ap.add_argument("--study-name", default=None,
+                    help="default: the space name and a digest of the data, split and budget")
+    ap.add_argument("--max-params", type=int, default=None,
+                    help="refuse configs with more parameters, before training (default: the space's "
+                         "edge budget, 250,000 for cnn; 0 = none)")
     ap.add_argument("--sampler", choices=SAMPLERS, default="tpe")
-    ap.add_argument("--pruner", choices=PRUNERS, default="median")
+    ap.add_argument("--pruner", choices=PRUNERS, default="hyperband",
+                    help="multi-fidelity over epochs by default (Hyperband)")
     ap.add_argument("--tuner", choices=TUNERS, default="random")
     ap.add_argument("--objectives", default="rmse",
                     help="comma list of rmse,latency,params,size,inference; several = multi-objective (Optuna)")
     ap.add_argument("--config", action="append", help="manual engine: JSON/YAML config file (repeatable)")
-    ap.add_argument("--no-presets", action="store_true", help="manual engine: skip the space's presets")
+    ap.add_argument("--no-presets", action="store_true", help="skip the space's presets (manual engine) and warm starts (Optuna)")
     ap.add_argument("--storage", default=None, help="Optuna storage URL (default: sqlite under mlruns/)")
     ap.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default: sqlite under mlruns/)")
     ap.add_argument("--kt-trials", type=int, default=3,
@@ -82,28 +65,12 @@ def parse(argv):
     return args
 
 
-def run_engine(engine, space, tracker, data, settings, budget, params: dict) -> bool:
-    """One engine over one study: parent run, dead-trial cleanup, the search. False if interrupted."""
-    from search.progress import Progress
-    from search.runner import TrialRunner
-    parent = tracker.open_search(budget.study, engine.name, {**params, "engine": engine.name, **engine.describe()})
-    for run in tracker.fail_dead_trials(parent):
-        print(f"[{engine.name}] MLflow run {run.info.run_name} was cut off by a killed process: marked failed")
-    runner = TrialRunner(data, settings, tracker, Progress(budget.trials, settings.epochs), budget.study, parent)
-    try:
-        engine.run(space, runner, budget)
-    except KeyboardInterrupt:
-        tracker.close_search(parent, "KILLED")
-        print("\ninterrupted: finished trials are saved; run the same command to resume", file=sys.stderr)
-        return False
-    tracker.close_search(parent, "FINISHED")
-    return True
-
-
 @cli
 def main(argv=None):
     args = parse(argv)
     import spaces
+    from search.engine import Budget, run_engine
+    from search.identity import StudyKey
     from search.summary import print_summary
     from tracking import stores
     from tracking.mlflow_tracker import Tracker
@@ -115,21 +82,25 @@ def main(argv=None):
     if not space.params:
         args.engine = "manual"
     engines = make_engines(args)  # flag errors surface before any data is read
-    settings = settings_from(args)
-    study = args.study_name or args.space
+    max_params = space.max_params if args.max_params is None else (args.max_params or None)
+    settings = dataclasses.replace(settings_from(args), max_params=max_params)
+    budget = Budget(args.trials, args.timeout, args.seed, "")  # the clock starts before the data loads
     data = data_mod.load(args.data)
     print(f"data: {args.data} ({len(data)} faces, {data.fully_labelled} fully labelled)", flush=True)
+    key = StudyKey.of(data, settings)
+    study = budget.study = key.name(args.space, args.study_name)
+    print(f"study: {study} ({key.describe()})", flush=True)
     params = {"space": args.space, "trials": args.trials, "epochs": args.epochs, "seed": args.seed,
-              "data": args.data, "data_sha": data.sha, "split": args.split, "val_fraction": args.val_fraction}
+              "data": args.data, "data_sha": data.sha, "split": args.split, "val_fraction": args.val_fraction,
+              "test_fraction": args.test_fraction, "max_params": max_params}
     if args.space == "paper":
         from search.paper import grid
-        space = grid(args, data, settings, params, run_engine)
-        args.trials = len(space.presets)
+        space = grid(args, data, settings, params, key)
+        budget.trials = args.trials = len(space.presets)
     tracker = Tracker(args.space, args.tracking_uri)
-    budget = Budget(args.trials, args.timeout, args.seed, study)
     interrupted = False
     for engine in engines:
-        if not run_engine(engine, space, tracker, data, settings, budget, params):
+        if not run_engine(engine, space, tracker, data, settings, budget, params, key):
             interrupted = True
             break
     print_summary(tracker, study, engines)

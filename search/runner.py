@@ -5,13 +5,14 @@ import dataclasses
 import tempfile
 
 from train.models import resolve
-from train.trial import Pruned, TrialSettings, run_trial
+from train.trial import Pruned, Rejected, TrialSettings, run_trial
 
 
 class TrialRunner:
-    def __init__(self, data, settings: TrialSettings, tracker, progress, study: str, parent_id: str):
+    def __init__(self, data, settings: TrialSettings, tracker, progress, study: str, parent_id: str, key=None):
         self.data, self.settings, self.tracker, self.progress, self.study = data, settings, tracker, progress, study
         self.parent_id = parent_id  # the MLflow run of this (study, engine) search
+        self.key = key  # the study's identity (search/identity.py): tagged on every trial run
 
     @property
     def budget_key(self) -> dict:
@@ -27,11 +28,14 @@ class TrialRunner:
             logged = resolve(config)  # every hyperparameter, presets' included, under one name
         except Exception:
             logged = config  # the trial itself will fail and record why
-        tags = {"max_epochs": settings.epochs, "patience": settings.patience, **(refs or {})}  # budget, not hyperparameters
+        # data, split and budget, not hyperparameters
+        tags = {**(self.key.tags() if self.key else {}), "max_epochs": settings.epochs, "patience": settings.patience,
+                **(refs or {})}
         run_id = self.tracker.start_trial(self.parent_id, self.study, engine, number, logged, tags)
 
         def on_epoch(epoch, logs):
             val = logs.get("val_rmse", float("nan"))
+            self.tracker.log_epoch(run_id, epoch, logs)
             self.progress.epoch(epoch, settings.epochs, val)
             if report:
                 report(epoch, val)
@@ -44,6 +48,10 @@ class TrialRunner:
             with tempfile.TemporaryDirectory(prefix="fkp-trial-") as out:
                 result = run_trial(config, self.data, settings, on_epoch=on_epoch, out_dir=out)
                 self.tracker.end_trial(run_id, "finished", result)
+        except Rejected as exc:
+            self.tracker.end_trial(run_id, "rejected", error=str(exc))
+            self.progress.trial_ended(f"rejected ({exc})")
+            raise
         except Pruned as exc:
             self.tracker.end_trial(run_id, "pruned", error=str(exc) or "pruned")
             self.progress.trial_ended("pruned")

@@ -1,6 +1,6 @@
 """Search spaces, written once and translated for each engine (see search/adapters.py).
 
-To add a space: write spaces/<name>.py with a `SPACE` and register it in SPACES below.
+To add a space: write spaces/<name>.py with a `SPACE` and add its module to `_registry` below.
 """
 from spaces.base import Categorical, Fixed, Float, Int, Space, sample  # noqa: F401
 from train.errors import UserError

@@ -47,7 +47,8 @@ class Space:
     name: str
     params: tuple
     fixed: dict = field(default_factory=dict)  # config entries that are not searched (e.g. model)
-    presets: tuple = ()                         # hand-made configs the manual engine runs
+    presets: tuple = ()                         # hand-made configs: the manual engine runs them, Optuna starts from them
+    max_params: int | None = None               # search.run's default --max-params
 
     def __post_init__(self):
         seen = set()

@@ -19,7 +19,7 @@ TINY = {"blocks": 2, "filters_1": 8, "filters_2": 8, "dense_units": 0, "augment"
 
 def _args(data, *extra):
     return ["--space", "cnn", "--trials", "2", "--epochs", "1", "--split", "random", "--data", str(data),
-            "--no-presets", "--study-name", "t", *extra]
+            "--no-presets", "--study-name", "t", "--max-params", "0", *extra]
 
 
 @pytest.fixture
@@ -43,8 +43,12 @@ def test_every_engine_runs_two_tracked_trials_and_resumes_without_repeats(tiny, 
         runs = _trials(engine)
         assert len(runs) == 2, engine
         for run in runs:
-            assert run.info.status == "FINISHED"
-            assert {"rmse", "params", "size_mb", "inference_s_per_100", "latency_ms", "train_s"} <= set(run.data.metrics)
+            assert run.info.status == "FINISHED", (engine, run.data.tags.get("error"))
+            assert {"rmse", "test_rmse", "mean_face_rmse", "mean_face_test_rmse", "params", "size_mb",
+                    "inference_s_per_100", "latency_ms", "train_s"} <= set(run.data.metrics)
+            tags = run.data.tags
+            assert tags["data_sha"] and tags["split"] == "random:val=0.15,test=0.15" and tags["seed"] == "0"
+            assert tags["max_epochs"] == "1" and tags["patience"] == "5" and tags["fkp_key"]
             assert {"learning_rate", "batch_size", "imputation", "blocks"} <= set(run.data.params)
             assert run.data.tags["mlflow.parentRunId"]
     study = optuna.load_study(study_name="t", storage="sqlite:///mlruns/optuna.db")
@@ -57,13 +61,19 @@ def test_every_engine_runs_two_tracked_trials_and_resumes_without_repeats(tiny, 
     assert len(optuna.load_study(study_name="t", storage="sqlite:///mlruns/optuna.db").trials) == 2
 
 
-def test_manual_configs_run_once_per_budget(tiny):
+def test_manual_configs_run_once_per_budget_and_another_budget_is_another_study(tiny, capsys):
     data, cfg = tiny
-    search_run.main(_args(data, "--engine", "manual", "--config", str(cfg)))
-    search_run.main(_args(data, "--engine", "manual", "--config", str(cfg)))  # same budget: resumes, no repeats
-    assert len(_trials("manual")) == 2
-    search_run.main(_args(data, "--engine", "manual", "--config", str(cfg), "--epochs", "2"))  # a new budget
-    assert sorted(r.data.tags["max_epochs"] for r in _trials("manual")) == ["1", "1", "2", "2"]
+    unnamed = [a for a in _args(data, "--engine", "manual", "--config", str(cfg)) if a not in ("--study-name", "t")]
+    search_run.main(unnamed)
+    search_run.main(unnamed)  # same budget: resumes, no repeats
+    first = {r.data.tags["fkp_study"] for r in Tracker("cnn").trials()}
+    assert len(first) == 1 and len(Tracker("cnn").trials()) == 2
+    capsys.readouterr()
+    search_run.main([*unnamed, "--epochs", "2"])  # a new budget: a new study, named on the screen
+    studies = {r.data.tags["fkp_study"] for r in Tracker("cnn").trials()}
+    (new,) = studies - first
+    assert f"study: {new} (" in capsys.readouterr().out
+    assert sorted(r.data.tags["max_epochs"] for r in Tracker("cnn").trials()) == ["1", "1", "2", "2"]
 
 
 def test_a_raising_trial_is_recorded_failed_and_the_search_goes_on(tiny, tmp_path):

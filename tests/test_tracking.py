@@ -12,7 +12,7 @@ from train import data, evaluate
 
 def _row(engine, rmse, inference, trial):
     return {"engine": engine, "trial": str(trial), "model": "cnn", "hyperparameters": "", "rmse": rmse,
-            "params": 1000, "size_mb": 0.1, "inference_s_per_100": inference, "latency_ms": 1.0, "run_id": "x"}
+            "test_rmse": rmse + 0.25, "key": "k", "params": 1000, "size_mb": 0.1, "inference_s_per_100": inference, "latency_ms": 1.0, "run_id": "x"}
 
 
 def test_leaderboard_ranks_known_metrics_and_marks_the_pareto_front():
@@ -24,7 +24,8 @@ def test_leaderboard_ranks_known_metrics_and_marks_the_pareto_front():
     by_speed = leaderboard.rank(rows, metric="inference_s_per_100", top=2)
     assert [r["trial"] for r in by_speed] == ["3", "0"]
     md = leaderboard.render(ranked, "md")
-    assert md.splitlines()[2].startswith("| 1 | manual | 1 | cnn | 1.500 |")
+    assert md.splitlines()[2].startswith("| 1 | manual | 1 | cnn | 1.500 | 1.750 |")
+    assert "val RMSE px (ranked)" in md.splitlines()[0] and "test RMSE px" in md.splitlines()[0]
     csv_text = leaderboard.render(ranked, "csv")
     assert csv_text.splitlines()[1].startswith("1,manual,1,cnn,1.5,")
     assert "<table>" in leaderboard.render(ranked, "html")

@@ -12,30 +12,49 @@ import io
 import json
 import math
 import shutil
+import sys
 from pathlib import Path
 
 from train.errors import UserError, cli
 
+# Ranking is on validation RMSE (what the engines selected on) or a cost; test RMSE is shown, never ranked on.
 METRIC_COLUMNS = ("rmse", "params", "size_mb", "inference_s_per_100", "latency_ms")
+SHOWN_METRICS = (*METRIC_COLUMNS, "test_rmse")
 KEY_PARAMS = ("blocks", "filters_1", "filters_2", "filters_3", "filters_4", "filters_5", "kernel_size",
               "batch_norm", "dense_units", "alpha", "input_size", "fine_tune", "dropout", "learning_rate",
               "batch_size", "imputation", "augment")
 
 
 def collect(tracker, study: str | None = None) -> list[dict]:
-    rows = []
-    for run in tracker.trials(study=study):
+    """Finished trials, oldest first; a config trained twice on one key is listed once (its first run)."""
+    rows, seen = [], set()
+    for run in sorted(tracker.trials(study=study), key=lambda r: r.info.start_time):
         if run.info.status != "FINISHED" or "rmse" not in run.data.metrics:
             continue
         m, p, t = run.data.metrics, run.data.params, run.data.tags
         if not math.isfinite(m["rmse"]):
             continue
+        twin = (t.get("fkp_key", ""), json.dumps(p, sort_keys=True))
+        if twin in seen:
+            continue
+        seen.add(twin)
         rows.append({
             "engine": t.get("fkp_engine", "?"), "study": t.get("fkp_study", ""), "trial": t.get("fkp_trial", ""),
             "model": p.get("model", ""), "hyperparameters": _key_params(p),
-            **{k: m.get(k, float("nan")) for k in METRIC_COLUMNS}, "run_id": run.info.run_id,
+            **{k: m.get(k, float("nan")) for k in SHOWN_METRICS}, "run_id": run.info.run_id,
+            "key": t.get("fkp_key", "none"), "data_sha": t.get("data_sha", ""), "max_epochs": t.get("max_epochs", ""),
         })
     return rows
+
+
+def one_key(rows: list[dict]) -> tuple[list[dict], int]:
+    """Rows of the newest data+split+budget key only, and how many other keys were left out: results of
+    other data or budgets are not comparable."""
+    if not rows:
+        return rows, 0
+    newest = rows[-1]["key"]
+    keys = {r["key"] for r in rows}
+    return [r for r in rows if r["key"] == newest], len(keys) - 1
 
 
 def _key_params(params: dict) -> str:
@@ -70,14 +89,14 @@ def rank(rows: list[dict], metric: str = "rmse", top: int | None = None) -> list
     return ranked[:top] if top else ranked
 
 
-COLUMNS = ("rank", "engine", "trial", "model", "rmse", "params", "size_mb", "inference_s_per_100", "pareto",
-           "hyperparameters")
-HEADERS = ("rank", "engine", "trial", "model", "RMSE px", "params", "size MB", "inference s/100", "Pareto",
-           "key hyperparameters")
+COLUMNS = ("rank", "engine", "trial", "model", "rmse", "test_rmse", "params", "size_mb", "inference_s_per_100",
+           "pareto", "hyperparameters")
+HEADERS = ("rank", "engine", "trial", "model", "val RMSE px (ranked)", "test RMSE px", "params", "size MB",
+           "inference s/100", "Pareto", "key hyperparameters")
 
 
 def _cell(key, value) -> str:
-    if key == "rmse":
+    if key in ("rmse", "test_rmse"):
         return f"{value:.3f}"
     if key == "params":
         return f"{int(value):,}"
@@ -95,9 +114,9 @@ def render(rows: list[dict], fmt: str = "table") -> str:
     if fmt == "csv":
         buf = io.StringIO()
         writer = csv.writer(buf)
-        writer.writerow(COLUMNS + ("latency_ms", "run_id"))
+        writer.writerow(COLUMNS + ("latency_ms", "run_id", "key"))
         for r in rows:
-            writer.writerow([r[k] for k in COLUMNS] + [r["latency_ms"], r["run_id"]])
+            writer.writerow([r[k] for k in COLUMNS] + [r["latency_ms"], r["run_id"], r["key"]])
         return buf.getvalue()
     if fmt == "md":
         lines = ["| " + " | ".join(HEADERS) + " |", "|" + "---|" * len(HEADERS)]
@@ -168,13 +187,19 @@ def main(argv=None):
     ap.add_argument("--export-best", default=None, metavar="DIR")
     ap.add_argument("--tflite", default=None, help="with --export-best: comma list of fp32,fp16,int8")
     ap.add_argument("--data", default=None, help="with --tflite: labelled CSV to measure each export's RMSE change")
+    ap.add_argument("--all-keys", action="store_true",
+                    help="rank trials of different data, splits or budgets together (default: the newest key only)")
     ap.add_argument("--tracking-uri", default=None)
     args = ap.parse_args(argv)
     from tracking.mlflow_tracker import Tracker
     tracker = Tracker(args.space, args.tracking_uri)
-    rows = rank(collect(tracker, args.study), args.metric, args.top)
+    rows, hidden = (collect(tracker, args.study), 0) if args.all_keys else one_key(collect(tracker, args.study))
+    rows = rank(rows, args.metric, args.top)
     if not rows:
         raise UserError(f"no finished trials for space {args.space!r} in {tracker.uri}; run python -m search.run first")
+    print(f"data {rows[0]['data_sha'][:12] or '?'}, key {rows[0]['key']}, up to {rows[0]['max_epochs'] or '?'} epochs: "
+          "ranked on validation RMSE; test RMSE is on faces no engine saw"
+          + (f" ({hidden} other data/budget keys left out: --all-keys)" if hidden else ""), file=sys.stderr)
     text = render(rows, args.format)
     if args.output:
         Path(args.output).parent.mkdir(parents=True, exist_ok=True)

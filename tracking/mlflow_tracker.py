@@ -17,9 +17,9 @@ from pathlib import Path
 from tracking import stores
 from tracking.liveness import HOST, dead_here
 
-STATUS = {"finished": "FINISHED", "failed": "FAILED", "pruned": "KILLED", "killed": "KILLED"}
-METRICS = ("rmse", "params", "size_mb", "inference_s_per_100", "latency_ms", "train_s", "measure_s",
-           "train_images_per_s", "train_images", "mean_face_rmse")
+STATUS = {"finished": "FINISHED", "failed": "FAILED", "pruned": "KILLED", "killed": "KILLED", "rejected": "KILLED"}
+METRICS = ("rmse", "test_rmse", "params", "size_mb", "inference_s_per_100", "latency_ms", "train_s", "measure_s",
+           "train_images_per_s", "train_images", "test_images", "mean_face_rmse", "mean_face_test_rmse")
 # Without this tag MLflow's UI opens an experiment on its GenAI overview (traces) instead of its runs.
 EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
 
@@ -61,25 +61,35 @@ class Tracker:
         self._datasets: dict = {}  # data sha -> MLflow dataset input, built once per search
 
     # ---- searches -------------------------------------------------------------------------
-    def open_search(self, study: str, engine: str, params: dict) -> str:
-        """The parent run of (study, engine): created once, reused when the search resumes."""
-        found = self.client.search_runs(
-            [self.experiment_id],
-            f"tags.fkp_role = 'search' and tags.fkp_study = '{study}' and tags.fkp_engine = '{engine}'",
-            max_results=1)
-        if found:
-            run_id = found[0].info.run_id
+    def searches(self, study: str, engine: str | None = None) -> list:
+        """Parent runs of `study` (of one engine if given), oldest first."""
+        query = f"tags.fkp_role = 'search' and tags.fkp_study = '{study}'"
+        if engine:
+            query += f" and tags.fkp_engine = '{engine}'"
+        return self.client.search_runs([self.experiment_id], query, order_by=["attributes.start_time ASC"],
+                                       max_results=100)
+
+    def open_search(self, study: str, engine: str, params: dict, tags: dict | None = None) -> str:
+        """The parent run of (study, engine): created once, shared by every worker and every resume."""
+        found = self.searches(study, engine)
+        if not found:
+            run = self.client.create_run(self.experiment_id, run_name=f"{study}/{engine}", tags={
+                "fkp_role": "search", "fkp_study": study, "fkp_engine": engine, "fkp_space": self.experiment,
+                **{k: str(v) for k, v in (tags or {}).items()}})
+            from mlflow.entities import Param
+            self.client.log_batch(run.info.run_id, params=[Param(k, str(v)) for k, v in
+                                                          {**params, "code_version": code_version()}.items()])
+            found = self.searches(study, engine)
+            # Workers that started together may each have made one: all keep the oldest.
+            for extra in found[1:]:
+                if extra.info.run_id == run.info.run_id:
+                    self.client.delete_run(run.info.run_id)
+        run_id = found[0].info.run_id
+        if found[0].info.status != "RUNNING":
             self.client.update_run(run_id, status="RUNNING")
             self.client.set_tag(run_id, "resumed_at", time.strftime("%Y-%m-%d %H:%M:%S"))
-            self._opened[run_id] = time.time()
-            return run_id
-        run = self.client.create_run(self.experiment_id, run_name=f"{study}/{engine}", tags={
-            "fkp_role": "search", "fkp_study": study, "fkp_engine": engine, "fkp_space": self.experiment})
-        from mlflow.entities import Param
-        self.client.log_batch(run.info.run_id, params=[Param(k, str(v)) for k, v in
-                                                      {**params, "code_version": code_version()}.items()])
-        self._opened[run.info.run_id] = time.time()
-        return run.info.run_id
+        self._opened[run_id] = time.time()
+        return run_id
 
     def close_search(self, run_id: str, status: str = "FINISHED") -> None:
         try:
@@ -154,6 +164,17 @@ class Tracker:
         self.overhead_s += time.perf_counter() - t0
         return run.info.run_id
 
+    CURVES = (("loss", "loss"), ("val_rmse", "val_rmse"), ("train_rmse", "rmse"))
+
+    def log_epoch(self, run_id: str, epoch: int, logs: dict) -> None:
+        """Each epoch's curves as it ends, so pruned and killed trials keep theirs."""
+        from mlflow.entities import Metric
+        now = int(time.time() * 1000)
+        t0 = time.perf_counter()
+        self.client.log_batch(run_id, metrics=[Metric(key, float(logs[name]), now, epoch)
+                                               for key, name in self.CURVES if name in logs])
+        self.overhead_s += time.perf_counter() - t0
+
     def end_trial(self, run_id: str, status: str, result=None, error: str | None = None) -> float:
         """Log metrics, curves and artifacts, then close the run. Returns seconds spent logging."""
         t0 = time.perf_counter()
@@ -165,8 +186,6 @@ class Tracker:
         if result is not None:
             metrics += [Metric(k, float(result.metrics[k]), now, 0) for k in METRICS if k in result.metrics]
             metrics.append(Metric("epochs", float(result.metrics["epochs"]), now, 0))
-            for key, curve in (("loss", "loss"), ("val_rmse", "val_rmse"), ("train_rmse", "rmse")):
-                metrics += [Metric(key, v, now, step) for step, v in enumerate(result.history.get(curve, []))]
             self._log_artifacts(run_id, result)
         self.client.log_batch(run_id, metrics=metrics, tags=tags)
         extra = [] if result is None else self._log_model(run_id, result, now)  # after the metrics: the model shows them

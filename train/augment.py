@@ -1,7 +1,8 @@
 """Offline augmentation of the training split: geometric ops move keypoints exactly with pixels.
 
 Coordinates: keypoint (x, y) is (column, row) with pixel centres on integers, so a horizontal
-flip maps x to 95 - x. A keypoint that a transform pushes outside the image becomes missing
+flip maps x to FLIP_X - x
+(train/keypoints.py). A keypoint that a transform pushes outside the image becomes missing
 (NaN): the masked loss then ignores it instead of teaching the model an impossible position.
 """
 from __future__ import annotations
@@ -10,7 +11,7 @@ import numpy as np
 from scipy import ndimage
 
 from train.errors import UserError
-from train.keypoints import FLIP_PERMUTATION, SIZE
+from train.keypoints import FLIP_PERMUTATION, FLIP_X, SIZE
 
 OPS = ("flip", "rotate", "shift", "brightness", "noise")
 DEFAULT_RANGES = {"rotate": 15.0, "shift": 8.0, "brightness": 0.3, "noise": 8.0}
@@ -29,7 +30,7 @@ def parse_ops(spec) -> list[str]:
 
 def flip(images, keypoints):
     out = keypoints[:, FLIP_PERMUTATION].copy()
-    out[:, 0::2] = (SIZE - 1) - out[:, 0::2]
+    out[:, 0::2] = FLIP_X - out[:, 0::2]
     return images[:, :, ::-1].copy(), out
 
 

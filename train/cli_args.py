@@ -8,7 +8,10 @@ def add_training_flags(ap, epochs: int) -> None:
     ap.add_argument("--data", default=DEFAULT_DATA, help=f"Kaggle-format CSV (default: {DEFAULT_DATA})")
     ap.add_argument("--epochs", type=int, default=epochs, help=f"max epochs per trial (default: {epochs})")
     ap.add_argument("--patience", type=int, default=5, help="early-stopping patience in epochs")
-    ap.add_argument("--val-fraction", type=float, default=0.15)
+    ap.add_argument("--val-fraction", type=float, default=0.15,
+                    help="faces for early stopping, pruning and selection (default: 0.15)")
+    ap.add_argument("--test-fraction", type=float, default=0.15,
+                    help="faces no engine ever sees, scored once per finished trial (default: 0.15)")
     ap.add_argument("--split", choices=["group", "random"], default="group",
                     help="group: near-identical faces stay on one side (default)")
     ap.add_argument("--copies", type=int, default=1, help="augmented copies per image and op")
@@ -20,4 +23,4 @@ def settings_from(args, verbose: int = 0) -> TrialSettings:
     if args.epochs < 1:
         raise UserError("--epochs must be at least 1")
     return TrialSettings(epochs=args.epochs, patience=args.patience, val_fraction=args.val_fraction,
-                         split=args.split, seed=args.seed, copies=args.copies, verbose=verbose)
+                         test_fraction=args.test_fraction, split=args.split, seed=args.seed, copies=args.copies, verbose=verbose)

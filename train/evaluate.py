@@ -15,6 +15,7 @@ def load_model(folder):
     import keras
 
     import train.losses  # noqa: F401  (registers the custom loss/metric for loading)
+    import train.models  # noqa: F401  (registers custom layers, e.g. the heatmap head)
     path = Path(folder) / "model.keras"
     if not path.exists():
         raise UserError(f"{folder}: no model.keras here (train.fit --out or leaderboard --export-best writes one)")

@@ -1,6 +1,9 @@
 """The 15 Kaggle keypoints, their column names and their left/right mirror pairs."""
 
 SIZE = 96  # images are SIZE x SIZE grey levels
+# A horizontal flip maps keypoint x to FLIP_X - x. 95 puts pixel centres on integer coordinates,
+# 96 on half-integers; the README gives the measurement on the shared data that chose it.
+FLIP_X = 95.0
 
 NAMES = [
     "left_eye_center", "right_eye_center",

@@ -16,11 +16,15 @@ from train.keypoints import COLUMNS, SIZE
 TRAINING_DEFAULTS = {
     "learning_rate": 1e-3, "batch_size": 64, "optimizer": "adam",
     "imputation": "masked", "augment": "flip",
+    # the recipe of issue 11, off unless a config or space turns it on (the paper's presets predate it)
+    "schedule": "constant", "weight_decay": 0.0, "output_bias": "zero", "aug_strength": 0.0, "aug_flip": False,
 }
 CNN_DEFAULTS = {
     "stem_stride": 2, "blocks": 3, "kernel_size": 3, "convs_per_block": 1, "batch_norm": True, "dropout": 0.1,
-    "pooling": "max", "head": "gap", "dense_units": 128, "activation": "relu",
+    "pooling": "max", "head": "gap", "dense_units": 128, "activation": "relu", "conv": "plain",
 }
+HEADS = ("gap", "flatten", "strided", "heatmap")
+STRIDED_TARGET = 3  # `strided` head: stride-2 convolutions until the map is about this wide
 APP_DEFAULTS = {"alpha": 1.0, "input_size": 96, "weights": None, "fine_tune": "all", "dropout": 0.2}
 
 # The paper's two hand-made CNNs, rebuilt to its published parameter counts
@@ -69,6 +73,8 @@ def build(config: dict) -> keras.Model:
         features = _cnn(cfg, inputs)
     else:
         features = _application(cfg, inputs)
+    if cfg["arch"] == "cnn" and cfg["head"] == "heatmap":
+        return keras.Model(inputs, features, name=str(cfg["model"]))  # already pixels
     if cfg.get("dropout"):
         features = layers.Dropout(float(cfg["dropout"]))(features)
     raw = layers.Dense(len(COLUMNS), name="keypoints_unit")(features)
@@ -77,31 +83,91 @@ def build(config: dict) -> keras.Model:
     return keras.Model(inputs, outputs, name=str(cfg["model"]))
 
 
+def _conv(cfg, x, filters, stride=1, first=False):
+    """Conv (or depthwise-separable conv, MobileNet's saving) + BatchNorm + activation."""
+    separable = cfg["conv"] == "separable" and not first  # a 1-channel input gains nothing from it
+    if cfg["conv"] not in ("plain", "separable"):
+        raise UserError(f"unknown conv {cfg['conv']!r} (choose plain or separable)")
+    make = layers.SeparableConv2D if separable else layers.Conv2D
+    x = make(int(filters), int(cfg["kernel_size"]), strides=stride, padding="same", use_bias=not cfg["batch_norm"])(x)
+    if cfg["batch_norm"]:
+        # Short searches never let the default 0.99 momentum settle its statistics.
+        x = layers.BatchNormalization(momentum=0.9)(x)
+    return layers.Activation(cfg["activation"])(x)
+
+
 def _cnn(cfg, inputs):
     act = cfg["activation"]
     x = layers.Rescaling(1 / 255.0)(inputs)
-    for k in range(1, int(cfg["blocks"]) + 1):
+    blocks = int(cfg["blocks"])
+    for k in range(1, blocks + 1):
         for c in range(int(cfg["convs_per_block"])):
             # A strided stem quarters the cost of every later layer at no parameter cost:
             # on a CPU that is the difference between minutes and an hour per search.
             stride = int(cfg["stem_stride"]) if (k, c) == (1, 0) else 1
-            x = layers.Conv2D(int(cfg[f"filters_{k}"]), int(cfg["kernel_size"]), strides=stride,
-                              padding="same", use_bias=not cfg["batch_norm"])(x)
-            if cfg["batch_norm"]:
-                # Short searches never let the default 0.99 momentum settle its statistics.
-                x = layers.BatchNormalization(momentum=0.9)(x)
-            x = layers.Activation(act)(x)
+            x = _conv(cfg, x, cfg[f"filters_{k}"], stride, first=(k, c) == (1, 0))
         pool = layers.MaxPooling2D if cfg["pooling"] == "max" else layers.AveragePooling2D
         x = pool(2)(x)
-    if cfg["head"] == "gap":
+    head = cfg["head"]
+    if head == "heatmap":
+        return _soft_argmax(x)
+    if head == "strided":
+        # Where features are is the answer in keypoint regression: keep a small map, not an average.
+        while x.shape[1] > STRIDED_TARGET:
+            x = _conv(cfg, x, cfg[f"filters_{blocks}"], stride=2)
+        head = "flatten"
+    if head == "gap":
         x = layers.GlobalAveragePooling2D()(x)
-    elif cfg["head"] == "flatten":
+    elif head == "flatten":
         x = layers.Flatten()(x)
     else:
-        raise UserError(f"unknown head {cfg['head']!r} (choose gap or flatten)")
+        raise UserError(f"unknown head {cfg['head']!r} (choose from {', '.join(HEADS)})")
     if int(cfg["dense_units"]):
         x = layers.Dense(int(cfg["dense_units"]), activation=act)(x)
     return x
+
+
+def _soft_argmax(x):
+    """One heatmap per keypoint; its softmax-weighted mean position is the keypoint, in pixels."""
+    n, size = len(COLUMNS) // 2, int(x.shape[1])
+    maps = layers.Conv2D(n, 1, name="heatmaps")(x)
+    return SoftArgmax(size, name="keypoints_px")(maps)
+
+
+@keras.saving.register_keras_serializable(package="fkp")
+class SoftArgmax(layers.Layer):
+    def __init__(self, size: int, **kwargs):
+        super().__init__(**kwargs)
+        self.size = size
+
+    def call(self, maps):
+        from keras import ops
+        b = ops.shape(maps)[0]
+        k = maps.shape[-1]
+        flat = ops.reshape(ops.transpose(maps, (0, 3, 1, 2)), (b, k, self.size * self.size))
+        weights = ops.softmax(flat, axis=-1)
+        centres = (ops.arange(self.size, dtype="float32") + 0.5) * (SIZE / self.size) - 0.5
+        gx = ops.tile(centres, (self.size,))          # column of each flattened cell
+        gy = ops.repeat(centres, self.size)           # row of each flattened cell
+        xs = ops.sum(weights * gx, axis=-1)
+        ys = ops.sum(weights * gy, axis=-1)
+        return ops.reshape(ops.stack([xs, ys], axis=-1), (b, 2 * k))  # x, y per keypoint, as COLUMNS
+
+    def get_config(self):
+        return {**super().get_config(), "size": self.size}
+
+
+def set_output_bias(model, mean_face) -> bool:
+    """Start the output at the mean training face, so training learns offsets from it, not the face itself."""
+    import numpy as np
+    try:
+        dense = model.get_layer("keypoints_unit")
+    except ValueError:
+        return False  # heads that output pixels directly (heatmaps) have no output bias
+    kernel, bias = dense.get_weights()
+    mean = np.nan_to_num(np.asarray(mean_face, np.float32), nan=SIZE / 2)
+    dense.set_weights([kernel, (mean - SIZE / 2) / (SIZE / 2)])
+    return True
 
 
 def _application(cfg, inputs):

@@ -19,8 +19,8 @@ from train import metrics
 from train.augment import augment
 from train.errors import UserError
 from train.impute import impute
-from train.models import build, resolve
-from train.split import split
+from train.models import build, resolve, set_output_bias
+from train.split import split3
 
 _prepared: "OrderedDict[tuple, tuple]" = OrderedDict()  # augmented training sets, reused across trials
 
@@ -33,6 +33,10 @@ class TrialFailed(RuntimeError):
     """The configuration trained but produced no usable model (e.g. the loss became NaN)."""
 
 
+class Rejected(UserError):
+    """The configuration breaks a constraint (e.g. the parameter budget): refused before training."""
+
+
 @dataclass
 class TrialResult:
     config: dict
@@ -43,6 +47,9 @@ class TrialResult:
     val_images: np.ndarray = field(repr=False)
     val_true: np.ndarray = field(repr=False)
     val_pred: np.ndarray = field(repr=False)
+    test_images: np.ndarray | None = field(default=None, repr=False)
+    test_true: np.ndarray | None = field(default=None, repr=False)
+    test_pred: np.ndarray | None = field(default=None, repr=False)
 
 
 @dataclass
@@ -51,9 +58,11 @@ class TrialSettings:
     epochs: int = 30
     patience: int = 5
     val_fraction: float = 0.15
+    test_fraction: float = 0.15
     split: str = "group"
     seed: int = 0
     copies: int = 1
+    max_params: int | None = None
     verbose: int = 0
 
 
@@ -64,19 +73,40 @@ def training_set(data, train_idx, cfg, settings: TrialSettings):
         images = data.images[train_idx].astype(np.float32)
         x, y = impute(cfg["imputation"], images, data.keypoints[train_idx])
         x, y = augment(x, y, cfg["augment"], copies=settings.copies, seed=settings.seed)
-        _prepared[key] = (x[..., None], y.astype(np.float32))
+        # uint8 until a batch is drawn: a quarter of the memory, and the pipeline casts per batch
+        _prepared[key] = (np.clip(np.rint(x), 0, 255).astype(np.uint8)[..., None], y.astype(np.float32))
         while len(_prepared) > 2:  # each set can be hundreds of MB
             _prepared.popitem(last=False)
     return _prepared[key]
 
 
-def _optimizer(cfg):
-    lr = float(cfg["learning_rate"])
+SCHEDULES = ("constant", "cosine", "onecycle")
+
+
+def learning_rate(cfg, total_steps: int):
+    """The schedule is planned over the trial's full epoch budget; pruning or early stopping may cut it."""
+    lr, name = float(cfg["learning_rate"]), cfg.get("schedule", "constant")
+    if name == "constant":
+        return lr
+    if name == "cosine":
+        return keras.optimizers.schedules.CosineDecay(lr, decay_steps=max(total_steps, 1), alpha=0.01)
+    if name == "onecycle":  # linear warm-up over the first 30%, then cosine down
+        warm = max(int(0.3 * total_steps), 1)
+        return keras.optimizers.schedules.CosineDecay(lr / 20, decay_steps=max(total_steps - warm, 1), alpha=0.01,
+                                                      warmup_target=lr, warmup_steps=warm)
+    raise UserError(f"unknown schedule {name!r} (choose from {', '.join(SCHEDULES)})")
+
+
+def _optimizer(cfg, total_steps: int):
+    lr = learning_rate(cfg, total_steps)
     name = cfg["optimizer"]
+    decay = float(cfg.get("weight_decay", 0.0))
+    if name == "adam" and decay:
+        name = "adamw"  # decoupled decay: Adam's L2 would be scaled away by its own normalisation
     if name == "adam":
         return keras.optimizers.Adam(lr)
     if name == "adamw":
-        return keras.optimizers.AdamW(lr)
+        return keras.optimizers.AdamW(lr, weight_decay=decay or 1e-4)
     if name == "rmsprop":
         return keras.optimizers.RMSprop(lr)
     if name == "sgd":
@@ -91,22 +121,34 @@ def run_trial(config: dict, data, settings: TrialSettings | None = None,
     cfg = resolve(config)
     if not data.labelled:
         raise UserError(f"{data.path}: has no keypoint labels to train on")
-    train_idx, val_idx = split(data, settings.val_fraction, settings.split, settings.seed)
+    train_idx, val_idx, test_idx = split3(data, settings.val_fraction, settings.test_fraction, settings.split,
+                                          settings.seed)
+    keras.utils.set_random_seed(settings.seed)
+    model = build(cfg)
+    params = int(model.count_params())
+    if settings.max_params and params > settings.max_params:
+        raise Rejected(f"{params:,} parameters is over the budget of {settings.max_params:,}")
     x_train, y_train = training_set(data, train_idx, cfg, settings)
     x_val = data.images[val_idx].astype(np.float32)[..., None]
     y_val = data.keypoints[val_idx]
+    if cfg.get("output_bias") == "mean":
+        set_output_bias(model, np.nanmean(y_train, axis=0))
 
-    keras.utils.set_random_seed(settings.seed)
     from train.losses import MaskedRMSE, masked_mse
-    model = build(cfg)
-    model.compile(optimizer=_optimizer(cfg), loss=masked_mse, metrics=[MaskedRMSE()])
+    from train.online_augment import dataset
+    batch = int(cfg["batch_size"])
+    steps = -(-len(x_train) // batch)
+    model.compile(optimizer=_optimizer(cfg, steps * settings.epochs), loss=masked_mse, metrics=[MaskedRMSE()],
+                  jit_compile=bool(cfg.get("jit_compile", False)))
+    train_ds = dataset(x_train, y_train, batch, float(cfg.get("aug_strength", 0.0)), bool(cfg.get("aug_flip", False)),
+                       settings.seed)
     hook = _EpochHook(on_epoch)
     callbacks = [hook, keras.callbacks.TerminateOnNaN(),
                  keras.callbacks.EarlyStopping("val_rmse", mode="min", patience=settings.patience,
                                                restore_best_weights=True)]
     t0 = time.perf_counter()
-    model.fit(x_train, y_train, validation_data=(x_val, y_val), epochs=settings.epochs,
-              batch_size=int(cfg["batch_size"]), callbacks=callbacks, verbose=settings.verbose, shuffle=True)
+    model.fit(train_ds, validation_data=(x_val, y_val), validation_batch_size=256, epochs=settings.epochs,
+              callbacks=callbacks, verbose=settings.verbose)
     train_s = time.perf_counter() - t0
     history = {k: [float(v) for v in vals] for k, vals in hook.history.items()}
     if not history.get("loss") or any(not math.isfinite(v) for v in history["loss"]):
@@ -114,12 +156,17 @@ def run_trial(config: dict, data, settings: TrialSettings | None = None,
 
     t_measure = time.perf_counter()
     val_pred = metrics.predict(model, x_val)
+    x_test, y_test = data.images[test_idx], data.keypoints[test_idx]
+    test_pred = metrics.predict(model, x_test) if len(test_idx) else np.empty((0, y_val.shape[1]), np.float32)
     out = Path(out_dir) if out_dir else Path(tempfile.mkdtemp(prefix="fkp-trial-"))
     model_path = out / "model.keras"
+    y_fit = data.keypoints[train_idx]
     result = {
         "rmse": metrics.rmse(y_val, val_pred),
-        "mean_face_rmse": metrics.mean_face_rmse(data.keypoints[train_idx], y_val),
-        "params": int(model.count_params()),
+        "test_rmse": metrics.rmse(y_test, test_pred),
+        "mean_face_rmse": metrics.mean_face_rmse(y_fit, y_val),
+        "mean_face_test_rmse": metrics.mean_face_rmse(y_fit, y_test),
+        "params": params,
         "size_mb": metrics.save_model(model, model_path),
         **metrics.inference_time(model),
         "train_s": train_s,
@@ -128,9 +175,12 @@ def run_trial(config: dict, data, settings: TrialSettings | None = None,
         "train_images_per_s": len(x_train) / min(hook.epoch_s[1:] or hook.epoch_s),
         "train_images": int(len(x_train)),
         "val_images": int(len(x_val)),
+        "test_images": int(len(x_test)),
+        "test_rmse_per_keypoint": metrics.rmse_per_keypoint(y_test, test_pred),
     }
     result["measure_s"] = time.perf_counter() - t_measure
-    return TrialResult(cfg, result, history, model, model_path, x_val[..., 0], y_val, val_pred)
+    return TrialResult(cfg, result, history, model, model_path, x_val[..., 0], y_val, val_pred,
+                       x_test, y_test, test_pred)
 
 
 class _EpochHook(keras.callbacks.Callback):

@@ -1,0 +1,69 @@
+"""What every engine is, and how one engine runs one study.
+
+To add an engine: write search/<name>_engine.py with a subclass of `Engine` and add one line to
+search/engines.py. An engine only decides which configs to try; `TrialRunner` trains, measures,
+tracks and displays each one.
+"""
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass, field
+
+
+@dataclass
+class Budget:
+    trials: int
+    timeout: float | None  # seconds for the whole search, all engines together
+    seed: int
+    study: str
+    started: float = field(default_factory=time.monotonic)
+
+    def seconds_left(self) -> float | None:
+        return None if self.timeout is None else max(self.timeout - (time.monotonic() - self.started), 0.0)
+
+    def expired(self) -> bool:
+        left = self.seconds_left()
+        return left is not None and left <= 0
+
+
+class Engine:
+    """A way to pick configs: a name, a description for the parent run, and `run`."""
+    name = "engine"
+
+    @classmethod
+    def from_args(cls, args) -> "Engine":
+        raise NotImplementedError
+
+    def describe(self) -> dict:
+        return {}
+
+    def study_name(self, budget: "Budget") -> str:
+        return budget.study
+
+    def run(self, space, runner, budget: Budget) -> None:
+        raise NotImplementedError
+
+
+def run_engine(engine: Engine, space, tracker, data, settings, budget: Budget, params: dict, key) -> bool:
+    """One engine over one study: parent run, dead-trial cleanup, the search. False if interrupted."""
+    from search.progress import Progress
+    from search.runner import TrialRunner
+    key.check(tracker, budget.study, params.get("space"))
+    parent = tracker.open_search(budget.study, engine.name,
+                                 {**params, "engine": engine.name, **engine.describe()}, key.tags())
+    for run in tracker.fail_dead_trials(parent):
+        print(f"[{engine.name}] MLflow run {run.info.run_name} was cut off by a killed process: marked failed")
+    runner = TrialRunner(data, settings, tracker, Progress(budget.trials, settings.epochs), budget.study, parent,
+                         key)
+    try:
+        if budget.expired():
+            print(f"[{engine.name}] --timeout reached before this engine started", flush=True)
+        else:
+            engine.run(space, runner, budget)
+    except KeyboardInterrupt:
+        tracker.close_search(parent, "KILLED")
+        print("\ninterrupted: finished trials are saved; run the same command to resume", file=sys.stderr)
+        return False
+    tracker.close_search(parent, "FINISHED")
+    return True
