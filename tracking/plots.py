@@ -1,5 +1,6 @@
 """Per-trial PNGs: the learning curve and predicted vs true keypoints on a few validation faces."""
 import matplotlib
+import matplotlib.ticker
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -10,11 +11,13 @@ def learning_curve(history: dict, path) -> None:
     fig, ax = plt.subplots(figsize=(5, 3.2), dpi=80)
     epochs = np.arange(1, len(history.get("loss", [])) + 1)
     if history.get("rmse"):
-        ax.plot(epochs, history["rmse"], label="train RMSE")
+        ax.plot(epochs, history["rmse"], marker="o", ms=3, label="train RMSE")
     if history.get("val_rmse"):
-        ax.plot(epochs, history["val_rmse"], label="validation RMSE")
+        ax.plot(epochs, history["val_rmse"], marker="o", ms=3, label="validation RMSE")
     ax.set_xlabel("epoch")
     ax.set_ylabel("RMSE (px)")
+    ax.set_title("Learning curve", fontsize=10)
+    ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
     ax.legend()
     ax.grid(alpha=0.3)
     fig.tight_layout()
@@ -31,6 +34,7 @@ def predictions(images, y_true, y_pred, path, n: int = 6) -> None:
         ax.scatter(p[0::2], p[1::2], s=12, c="red", marker="x", label="predicted")
         ax.axis("off")
     axes[0][0].legend(loc="lower left", fontsize=6)
+    fig.suptitle("Validation faces: true (green) and predicted (red) keypoints", fontsize=9)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
