@@ -42,7 +42,17 @@ def note(result, run_id: str, experiment_id: str | None, ui_base: str = "http://
 
 def publish_trial(study, trial, result, run_id: str, tracking_uri: str | None = None, store=None) -> list[str]:
     """Upload the trial's learning curve and predictions PNGs and save its note. Call it from the
-    objective once the trial has trained (the trial must still be running). Returns the artifact ids."""
+    objective once the trial has trained (the trial must still be running). Returns the artifact ids;
+    a failure here is one warning line, never a failed trial."""
+    try:
+        return _publish(trial, result, run_id, tracking_uri, store)
+    except Exception as exc:
+        print(f"warning: optuna-dashboard artifacts of trial {trial.number} not saved: {type(exc).__name__}: {exc}",
+              flush=True)
+        return []
+
+
+def _publish(trial, result, run_id, tracking_uri, store) -> list[str]:
     from optuna_dashboard import save_note
 
     from tracking import plots
