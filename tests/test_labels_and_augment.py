@@ -1,6 +1,5 @@
 import numpy as np
 import pytest
-from sklearn.impute import KNNImputer
 
 from tests.fixtures import faces
 from train import augment
@@ -32,11 +31,16 @@ def test_ffill_takes_previous_row_and_backfills_the_first():
     assert y[0, 10] == kp[1, 10]  # leading gap back-filled
 
 
-def test_knn_matches_scikit_learn_and_fills_every_cell():
+def test_knn_fills_a_gap_from_the_five_nearest_faces_and_fills_every_cell():
     kp = _kp()
     _, y = impute("knn", None, kp)
     assert np.isfinite(y).all()
-    np.testing.assert_allclose(y, KNNImputer(n_neighbors=5).fit_transform(kp), rtol=1e-6)
+    # Worked by hand: seven faces; the last misses column 1. Its five nearest on column 0 are the
+    # faces at 10, 11, 12, 13 and 14 (the ones at 50 and 60 are far), so the gap is (1+2+3+4+5)/5 = 3.
+    small = np.array([[10, 1], [11, 2], [12, 3], [13, 4], [14, 5], [50, 90], [60, 95], [12, np.nan]], np.float32)
+    _, filled = impute("knn", None, small)
+    assert filled[-1, 1] == pytest.approx(3.0)
+    np.testing.assert_array_equal(filled[:-1], small[:-1])  # labelled cells are never changed
 
 
 def test_masked_keeps_gaps_and_unknown_strategy_is_refused():

@@ -65,8 +65,14 @@ def test_masked_loss_and_metric_ignore_nan_cells():
 def test_model_size_is_the_saved_file_and_timing_reports_its_batch(tmp_path):
     model = build({"model": "cnn", "blocks": 2, "filters_1": 8, "filters_2": 8, "dense_units": 0})
     model.compile(optimizer="adam", loss=masked_mse)
+    x1 = np.zeros((4, 96, 96, 1), np.float32)
+    model.fit(x1, np.full((4, 30), 48.0, np.float32), epochs=1, verbose=0)  # Adam now holds two slots per weight
+    model.save(tmp_path / "with_optimizer.keras")
     size = metrics.save_model(model, tmp_path / "m.keras")
     assert size == pytest.approx((tmp_path / "m.keras").stat().st_size / 1e6)
+    # the measured file holds architecture and weights only: no optimizer comes back from it
+    assert keras.models.load_model(tmp_path / "with_optimizer.keras").optimizer is not None
+    assert getattr(keras.models.load_model(tmp_path / "m.keras"), "optimizer", None) is None
     reloaded = keras.models.load_model(tmp_path / "m.keras", compile=False)
     x = np.random.default_rng(0).uniform(0, 255, (2, 96, 96, 1)).astype(np.float32)
     np.testing.assert_allclose(reloaded.predict(x, verbose=0), model.predict(x, verbose=0), rtol=1e-5)

@@ -42,7 +42,8 @@ def save_model(model, path) -> float:
     import keras
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    bare = keras.models.clone_model(model)
+    # Rebuilt from its config: clone_model would carry the compiled optimizer (and its slots) along.
+    bare = keras.Model.from_config(model.get_config())
     bare.set_weights(model.get_weights())
     tmp = path.with_name(path.stem + ".tmp.keras")
     bare.save(tmp)
