@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import math
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -242,7 +243,10 @@ def importances(found: list[Search]) -> tuple[dict, str]:
                            + ("" if len(study.directions) == 1 else " and several objectives"))
             continue
         try:
-            for name, value in optuna.importance.get_param_importances(study).items():
+            with warnings.catch_warnings():  # "fewer than 2 trials in some regime": said in the report instead
+                warnings.simplefilter("ignore")
+                found = optuna.importance.get_param_importances(study)
+            for name, value in found.items():
                 done.setdefault(name, []).append(value)
         except Exception as exc:
             reasons.append(f"importances of {s.study!r} failed: {type(exc).__name__}: {exc}"[:200])

@@ -186,7 +186,8 @@ def _budget_text(budget: dict) -> str:
     if budget.get("patience"):
         parts.append(f"patience {budget['patience']}")
     if budget.get("max_params") not in (None, "none"):
-        parts.append(f"≤{budget['max_params']} params")
+        cap = str(budget["max_params"])
+        parts.append(f"≤{int(cap):,} params" if cap.isdigit() else f"≤{cap} params")
     return ", ".join(parts)
 
 
