@@ -54,8 +54,9 @@ def run_engine(engine: Engine, space, tracker, data, settings, budget: Budget, p
                                  {**params, "engine": engine.name, **engine.describe()}, key.tags())
     for run in tracker.fail_dead_trials(parent):
         print(f"[{engine.name}] MLflow run {run.info.run_name} was cut off by a killed process: marked failed")
-    runner = TrialRunner(data, settings, tracker, Progress(budget.trials, settings.epochs), budget.study, parent,
-                         key)
+    progress = Progress(budget.trials, settings.epochs)
+    progress.seconds_left = budget.seconds_left if budget.timeout else None
+    runner = TrialRunner(data, settings, tracker, progress, budget.study, parent, key)
     try:
         if budget.expired():
             print(f"[{engine.name}] --timeout reached before this engine started", flush=True)

@@ -58,7 +58,9 @@ def make_pruner(name: str, epochs: int):
     if name == "median":
         return optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1)
     if name == "hyperband":
-        return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=max(epochs, 1), reduction_factor=3)
+        # The first rung at a tenth of the budget: at epoch 1 every schedule is still warming up.
+        return optuna.pruners.HyperbandPruner(min_resource=max(1, epochs // 10), max_resource=max(epochs, 1),
+                                              reduction_factor=3)
     if name == "halving":
         return optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=3)
     if name == "none":
@@ -226,6 +228,8 @@ class OptunaEngine(Engine):
                 raise
             for key, value in result.metrics.items():
                 trial.set_user_attr(key, value)
+            from tracking.dashboard import publish_trial
+            publish_trial(trial.study, trial, result, trial.user_attrs["mlflow_run_id"], runner.tracker.uri)
             return tuple(result.metrics[OBJECTIVE_METRICS[o]] for o in self.objectives)
 
         def stop_at_budget(study, _trial):

@@ -24,6 +24,7 @@ class Progress:
         self.kind, self.running = None, False
         self.plan: list | None = None  # kinds of the trials still to run, when known in advance
         self.took: dict = {}  # kind -> seconds of its finished trials
+        self.seconds_left = None  # the search's --timeout clock, when it has one
 
     def plan_kinds(self, kinds: list) -> None:
         """A fixed list of trials (a grid): estimate time left per kind, since a NASNet cell is not a small CNN's."""
@@ -31,17 +32,24 @@ class Progress:
         self.total = len(self.plan)
 
     def _left(self) -> str:
+        clock_left = self.seconds_left() if self.seconds_left else None
+        estimate = self._estimate()
+        if clock_left is not None and (estimate is None or clock_left < estimate):
+            return f"{_clock(clock_left)} (--timeout)"
+        return "?" if estimate is None else _clock(estimate)
+
+    def _estimate(self) -> float | None:
         if not self.done:
-            return "?"
+            return None
         per_trial = (time.perf_counter() - self.start) / self.done
         if self.plan is None:
-            return _clock(per_trial * max(self.total - self.done, 0))
+            return per_trial * max(self.total - self.done, 0)
         mean = {k: sum(v) / len(v) for k, v in self.took.items()}
         ahead = self.plan[self.done:]  # a running trial first
         left = sum(mean.get(k, per_trial) for k in ahead)
         if ahead and self.running:
             left -= min(time.perf_counter() - self.trial_start, mean.get(ahead[0], per_trial))
-        return _clock(left)
+        return left
 
     def _say(self, text: str) -> None:
         best = f"{self.best:.3f}" if self.best < float("inf") else "-"

@@ -49,6 +49,9 @@ def parse(argv):
     ap.add_argument("--rows", default=None,
                     help="--space paper: comma list of grid rows to run (default: all). Rows: "
                          + ", ".join(paper_space.ROWS))
+    ap.add_argument("--register", metavar="NAME", default=None,
+                    help="register the study's best model (lowest validation RMSE) in MLflow's registry as NAME, "
+                         "alias 'best'")
     add_training_flags(ap, epochs=5)
     args = ap.parse_args(argv)
     if args.rows is not None:
@@ -104,15 +107,21 @@ def main(argv=None):
             interrupted = True
             break
     print_summary(tracker, study, engines)
+    if args.register:
+        from tracking.registry import register_best
+        register_best(tracker, study, args.register)
     print("\nBrowse the results:")
     print(f"  {stores.mlflow_ui_command(tracker.uri)}")
+    from tracking.mlflow_view import runs_url
+    print(f"    then open {runs_url(tracker.experiment_id)}")
     for engine in engines:
         if engine.name == "optuna":
             print(f"  {stores.dashboard_command(engine.storage_url)}")
-    named = f" --study {study}" if study != args.space else ""
-    print(f"  python -m tracking.leaderboard --space {args.space}{named}")
+    named = f" --study {study}"
+    python = stores.tool("python")
+    print(f"  {python} -m tracking.leaderboard --space {args.space}{named}")
     if args.space == "paper":
-        print(f"  python -m tracking.report --space paper{named} --output docs/{study}")
+        print(f"  {python} -m tracking.report --space paper{named} --output docs/{study}")
     if interrupted:
         raise SystemExit(130)
 
