@@ -14,7 +14,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from tracking import stores
+from tracking import spool, stores
 from tracking.liveness import HOST, dead_here
 
 STATUS = {"finished": "FINISHED", "failed": "FAILED", "pruned": "KILLED", "killed": "KILLED", "rejected": "KILLED"}
@@ -41,6 +41,7 @@ class Tracker:
         logging.getLogger("mlflow").setLevel(logging.WARNING)
         logging.getLogger("alembic").setLevel(logging.WARNING)
         self.uri = stores.mlflow_uri(uri)
+        spool.prepare(self.uri)  # a tracking server that does not answer: one line, now
         self.client = MlflowClient(tracking_uri=self.uri)
         self.experiment = experiment
         exp = self.client.get_experiment_by_name(experiment)
@@ -56,6 +57,8 @@ class Tracker:
                     self.client.set_experiment_tag(self.experiment_id, key, value)
         from tracking import mlflow_view
         mlflow_view.ensure(self.client, self.experiment_id, exp.tags if exp is not None else {})  # metric columns
+        # A server that goes away mid-search: writes are spooled and sent when it is back (tracking/spool.py).
+        self.client = spool.wrap(self.client, self.uri)
         self.overhead_s = 0.0
         self._opened: dict[str, float] = {}  # parent run id -> when this process opened it
         self._datasets: dict = {}  # data sha -> MLflow dataset input, built once per search

@@ -61,5 +61,7 @@ def dashboard_command(storage_url: str) -> str:
 
 
 def mlflow_ui_command(uri: str) -> str:
+    if uri.startswith(("http://", "https://")):
+        return f"MLflow UI: {uri} (the tracking server serves it)"
     return (f"MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false {tool('mlflow')} ui --backend-store-uri {uri} "
             f"--host 127.0.0.1 --port 5000 --workers 1")
