@@ -1,0 +1,206 @@
+"""One search on several workers: PostgreSQL for Optuna, an MLflow tracking server, and their faults.
+
+Real servers only (tests/servers.py): a tiny search on them, `search.cluster up/down`, a worker killed
+mid-trial, the database going away mid-search, the tracking server going away mid-search, a named
+study reused with other data or another space, and Keras Tuner's chief/worker mode.
+"""
+import json
+import os
+import signal
+import time
+
+import optuna
+import pytest
+from mlflow.tracking import MlflowClient
+from optuna.trial import TrialState
+
+from search import cluster
+from search import run as search_run
+from tests.fixtures import write_training_csv
+from tests.servers import finish, private_dir, servers, skip_without_servers, wait_for, worker  # noqa: F401
+
+
+def _args(servers, data, study, trials=2, epochs=1, *extra):
+    return ["--space", "cnn", "--engine", "optuna", "--trials", str(trials), "--epochs", str(epochs),
+            "--split", "random", "--no-presets", "--pruner", "none", "--data", str(data), "--study-name", study,
+            "--storage", servers.storage, "--tracking-uri", servers.tracking_uri, *extra]
+
+
+def _study(servers, name):
+    return optuna.load_study(study_name=name, storage=servers.storage)
+
+
+def _trials(servers, name, *states):
+    try:
+        trials = _study(servers, name).get_trials(deepcopy=False)
+    except KeyError:  # not created yet
+        return []
+    return [t for t in trials if not states or t.state in states]
+
+
+def _runs(servers, study):
+    client = MlflowClient(tracking_uri=servers.tracking_uri)
+    exp = client.get_experiment_by_name("cnn")
+    return client, client.search_runs([exp.experiment_id],
+                                      f"tags.fkp_role = 'trial' and tags.fkp_study = '{study}'", max_results=100)
+
+
+def _finished(runs):
+    """Trained trials' runs (a config over the space's parameter budget is refused at once, as `rejected`)."""
+    return [r for r in runs if r.data.tags["fkp_status"] == "finished"]
+
+
+def _running_linked(servers, name):
+    """A trial that is training now: RUNNING in Optuna and already linked to its MLflow run."""
+    running = [t for t in _trials(servers, name, TrialState.RUNNING) if "mlflow_run_id" in t.user_attrs]
+    return running[0] if running else None
+
+
+def test_a_search_on_postgresql_tracked_by_an_mlflow_server(servers, tiny_csv, tmp_path):
+    search_run.main(_args(servers, tiny_csv, "pg-basic"))
+    done = _trials(servers, "pg-basic", TrialState.COMPLETE)
+    assert len(done) == 2
+    client, runs = _runs(servers, "pg-basic")
+    runs = _finished(runs)
+    assert {r.info.run_id for r in runs} == {t.user_attrs["mlflow_run_id"] for t in done}
+    for run in runs:
+        assert run.info.status == "FINISHED" and "rmse" in run.data.metrics
+        assert run.info.artifact_uri.startswith("mlflow-artifacts:")  # served by the server, not a local path
+        assert {"model.keras", "config.json", "metrics.json"} <= {a.path for a in client.list_artifacts(run.info.run_id)}
+        got = client.download_artifacts(run.info.run_id, "metrics.json", str(tmp_path))
+        assert json.loads(open(got).read())["rmse"] == pytest.approx(run.data.metrics["rmse"])
+
+
+def test_cluster_up_is_idempotent_and_down_stops_both(capsys):
+    skip_without_servers()
+    state = private_dir("fkp-cluster-") / "state"
+    argv = ["--state-dir", str(state), "--pg-port", str(cluster.free_port()), "--mlflow-port", str(cluster.free_port())]
+    try:
+        cluster.main(["up", *argv])
+        out = capsys.readouterr().out
+        assert "--storage 'postgresql://fkp:" in out and "--tracking-uri http://127.0.0.1:" in out
+        cluster.main(["up", *argv])
+        assert "already up" in capsys.readouterr().out
+        with pytest.raises(SystemExit) as status:
+            cluster.main(["status", *argv])
+        assert status.value.code == 0
+        c = cluster.Cluster(state)
+        optuna.create_study(study_name="up", storage=c.storage)  # the URL it printed works
+        mlflow_pid = c.state["mlflow_pid"]
+    finally:
+        cluster.main(["down", *argv])
+    assert "cluster stopped" in capsys.readouterr().out
+    c = cluster.Cluster(state)
+    assert not c.pg_running() and not c.mlflow_answers()
+    with pytest.raises(ProcessLookupError):
+        os.killpg(mlflow_pid, 0)  # the server's whole process group is gone
+    assert cluster.port_free("127.0.0.1", c.state["pg_port"]) and cluster.port_free("127.0.0.1", c.state["mlflow_port"])
+
+
+def test_a_worker_killed_mid_trial_is_failed_by_its_heartbeat_and_rerun(servers, tiny_csv, tmp_path, monkeypatch):
+    study = "pg-kill"
+    log = tmp_path / "killed.log"
+    proc = worker(_args(servers, tiny_csv, study, 2, 3), tmp_path, log, FKP_HEARTBEAT_S=1)
+    victim = wait_for(lambda: _running_linked(servers, study), "a trial to start", proc=proc, log=log)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    victim = _study(servers, study).trials[victim.number]
+    assert victim.state == TrialState.RUNNING, "the trial ended before the kill: nothing was tested"
+    # As if the worker ran on another machine: only the heartbeat can tell it is gone.
+    optuna.storages.RDBStorage(servers.storage).set_trial_user_attr(victim._trial_id, "host", "another-machine")
+    monkeypatch.setenv("FKP_HEARTBEAT_S", "1")
+    monkeypatch.setenv("FKP_GRACE_S", "2")
+    time.sleep(3)  # past the grace period since its last heartbeat
+    search_run.main(_args(servers, tiny_csv, study, 2, 3))  # another worker, same command
+
+    trials = _study(servers, study).trials
+    assert trials[victim.number].state == TrialState.FAIL
+    done = [t for t in trials if t.state == TrialState.COMPLETE]
+    assert len(done) == 2  # the budget, not one more, not one lost
+    assert any(t.params == victim.params for t in done)  # the killed trial's values ran again
+    client, _ = _runs(servers, study)
+    killed_run = client.get_run(victim.user_attrs["mlflow_run_id"])
+    assert killed_run.info.status == "FAILED"
+    assert killed_run.data.tags["error"] == "process was killed during the trial"
+
+
+def test_the_database_going_away_mid_search_is_waited_for(servers, tiny_csv, tmp_path):
+    study = "pg-restart"
+    log = tmp_path / "worker.log"
+    proc = worker(_args(servers, tiny_csv, study, 2, 2), tmp_path, log, FKP_HEARTBEAT_S=1)
+    wait_for(lambda: _running_linked(servers, study), "a trial to start", proc=proc, log=log)
+    servers.stop_pg()  # pg_ctl stop -m fast: every connection is cut
+    time.sleep(3)
+    servers.start_pg()
+    out = finish(proc, log)
+    assert proc.returncode == 0, out[-3000:]
+    assert "unreachable" in out and "[optuna] database back after" in out  # it waited, then went on
+    trials = _trials(servers, study)
+    assert not [t for t in trials if t.state in (TrialState.FAIL, TrialState.RUNNING)], [
+        (t.number, t.state, t.user_attrs) for t in trials]
+    done = [t for t in trials if t.state == TrialState.COMPLETE]
+    assert len(done) == 2  # the budget: none lost, none counted twice
+    _, runs = _runs(servers, study)
+    assert sorted(r.info.run_id for r in _finished(runs)) == sorted(t.user_attrs["mlflow_run_id"] for t in done)
+
+
+def test_the_tracking_server_going_away_mid_search_is_spooled_and_caught_up(servers, tiny_csv, tmp_path):
+    from tracking.mlflow_tracker import Tracker
+    study = "pg-spool"
+    log = tmp_path / "worker.log"
+    proc = worker(_args(servers, tiny_csv, study, 2, 2), tmp_path, log, MLFLOW_HTTP_REQUEST_MAX_RETRIES=0)
+    try:
+        wait_for(lambda: _running_linked(servers, study), "a trial to start", proc=proc, log=log)
+        servers.stop_mlflow()
+        out = finish(proc, log)
+        done = _trials(servers, study, TrialState.COMPLETE)
+        assert len(done) == 2 and all("rmse" in t.user_attrs for t in done)  # results reached Optuna
+        assert "unavailable (no answer): logging to" in out
+        assert "not yet logged to" in out  # said, at exit, what is still waiting
+    finally:
+        if not servers.mlflow_answers():
+            servers.start_mlflow(log=lambda line: None)
+    Tracker("cnn", servers.tracking_uri)  # the next start on this machine sends the spool
+    client, runs = _runs(servers, study)
+    assert "running" not in {r.data.tags["fkp_status"] for r in runs}
+    runs = _finished(runs)
+    assert sorted(r.info.run_id for r in runs if not r.data.tags.get("fkp_spooled_as")) == sorted(
+        t.user_attrs["mlflow_run_id"] for t in done if not t.user_attrs["mlflow_run_id"].startswith("offline-"))
+    assert len(runs) == 2 and all(r.info.status == "FINISHED" and "rmse" in r.data.metrics for r in runs)
+    assert any(r.data.tags.get("fkp_spooled_as", "").startswith("offline-") for r in runs)  # started while away
+    for run in runs:
+        assert "model.keras" in {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert not [p for p in (tmp_path / "mlruns" / "spool").glob("*/*")]
+
+
+def test_a_named_study_refuses_other_data_and_another_space(servers, tiny_csv, tmp_path, capsys):
+    search_run.main(_args(servers, tiny_csv, "pg-named", 1))
+    other = write_training_csv(tmp_path / "other.csv", n=24, seed=1)
+    for argv in (_args(servers, other, "pg-named", 1),
+                 ["--space", "mobilenetv2", *_args(servers, tiny_csv, "pg-named", 1)[2:]]):
+        capsys.readouterr()
+        with pytest.raises(SystemExit) as refused:
+            search_run.main(argv)
+        assert refused.value.code == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert err and err[-1].startswith("error: ") and "pg-named" in err[-1]
+    assert len(_trials(servers, "pg-named")) == 1  # nothing ran on the wrong data or space
+
+
+def test_keras_tuner_chief_and_a_worker_share_one_search(servers, tiny_csv, tmp_path):
+    port = cluster.free_port()
+    args = ["--space", "cnn", "--engine", "keras-tuner", "--trials", "2", "--epochs", "1", "--split", "random",
+            "--no-presets", "--data", str(tiny_csv), "--study-name", "kt-dist", "--tracking-uri", servers.tracking_uri]
+    env = {"KERASTUNER_ORACLE_IP": "127.0.0.1", "KERASTUNER_ORACLE_PORT": port}
+    chief = worker(args, tmp_path, tmp_path / "chief.log", KERASTUNER_TUNER_ID="chief", **env)
+    tuner = worker(args, tmp_path, tmp_path / "tuner0.log", KERASTUNER_TUNER_ID="tuner0", **env)
+    tuner_out = finish(tuner, tmp_path / "tuner0.log")
+    chief_out = finish(chief, tmp_path / "chief.log")
+    assert tuner.returncode == 0, tuner_out[-3000:]
+    assert chief.returncode == 0, chief_out[-3000:]
+    assert "[keras-tuner 2/2] trial #1" in tuner_out, tuner_out[-3000:]  # the worker ran both trials
+    assert "trial #" not in chief_out  # the chief only served the oracle
+    _, runs = _runs(servers, "kt-dist")
+    assert sorted(r.data.tags["kt_trial_id"] for r in runs) == ["0", "1"]
+    # Trained, or refused at once by the space's parameter budget (a random config can be too big).
+    assert all(r.data.tags["fkp_status"] in ("finished", "rejected") for r in runs)
