@@ -19,7 +19,7 @@ from train.errors import UserError, cli
 
 HERE = Path(__file__).resolve().parent
 PRESETS = ("baseline", "manual", "mobilenetv2")
-SECTIONS = ("data", "presets", "search", "pruning")
+SECTIONS = ("data", "presets", "search", "pruning", "workers")
 TARGETS = {"cached_load_s": 0.2, "tracking_share": 0.02, "manual_s_per_100": 0.08, "export_rmse_change": 0.02}
 
 
@@ -165,6 +165,9 @@ def render(results: dict) -> str:
     for name, r in pr.items():
         lines.append(f"| {name} | {r['wall_s']:.0f} | {r['cpu_s']:.0f} | {r['epochs_trained']} | {r['pruned']} | "
                      f"{r['best_rmse']:.3f} |")
+    if "workers" in results:
+        from bench.workers import render as render_workers
+        lines += render_workers(results["workers"])
     lines += ["", "## Targets", ""] + [f"- {t}" for t in results["targets"]]
     return "\n".join(lines) + "\n"
 
@@ -198,6 +201,8 @@ def main(argv=None):
     ap.add_argument("--search-epochs", type=int, default=2)
     ap.add_argument("--pruning-trials", type=int, default=6)
     ap.add_argument("--pruning-epochs", type=int, default=4)
+    ap.add_argument("--workers-trials", type=int, default=8, help="workers: trials of the 1- vs 2-worker search")
+    ap.add_argument("--workers-epochs", type=int, default=2)
     ap.add_argument("--presets", default=",".join(PRESETS))
     ap.add_argument("--out", default=str(HERE))
     ap.add_argument("--sections", default=",".join(SECTIONS),
@@ -243,6 +248,10 @@ def main(argv=None):
             print("bench: pruning", flush=True)
             results["pruning"] = bench_pruning(args.data, args.pruning_trials, args.pruning_epochs,
                                                Path(store) / "p")
+    if "workers" in sections:
+        from bench.workers import bench_workers
+        print("bench: workers (1 vs 2 on PostgreSQL)", flush=True)
+        results["workers"] = bench_workers(args.data, args.workers_trials, args.workers_epochs)
     results["targets"] = check_targets(results)
     (out / "results.json").write_text(json.dumps(results, indent=2))
     (out / "results.md").write_text(render(results))
