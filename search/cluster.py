@@ -67,11 +67,13 @@ def _as_owner(cmd: list[str]) -> list[str]:
     return ["runuser", "-u", "postgres", "--", *cmd] if os.geteuid() == 0 else cmd
 
 
-def _run(cmd: list[str], what: str) -> str:
+def _run(cmd: list[str], what: str, log: Path | None = None) -> str:
     out = subprocess.run(_as_owner(cmd), capture_output=True, text=True)
     if out.returncode:
-        last = (out.stderr or out.stdout).strip().splitlines()
-        raise UserError(f"{what} failed: {last[-1] if last else f'exit {out.returncode}'}")
+        text = log.read_text(errors="replace") if log and log.exists() else (out.stderr or out.stdout)
+        last = text.strip().splitlines()
+        raise UserError(f"{what} failed: {last[-1] if last else f'exit {out.returncode}'}"
+                        + (f" (log: {log})" if log else ""))
     return out.stdout
 
 
@@ -92,15 +94,24 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 
 def _pick_port(host: str, wanted: int, what: str, log) -> int:
-    if port_free(host, wanted):
+    if wanted and port_free(host, wanted):
         return wanted
     port = free_port(host)
-    log(f"port {wanted} is in use: {what} on port {port}")
+    if wanted:
+        log(f"port {wanted} is in use: {what} on port {port}")
     return port
 
 
 def _public(host: str) -> str:
-    return socket.getfqdn() if host in ("0.0.0.0", "::", "*") else host
+    """The address other machines use: for a wildcard listen address, this machine's outward IP."""
+    if host not in ("0.0.0.0", "::", "*"):
+        return host
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        try:
+            s.connect(("192.0.2.1", 9))  # UDP: picks the outward interface, sends nothing
+            return s.getsockname()[0]
+        except OSError:
+            return socket.gethostname()
 
 
 def _wait_gone(pgid: int, seconds: float) -> bool:
@@ -182,16 +193,17 @@ class Cluster:
         self.state.update(password=password, pg_port=port)
 
     def start_pg(self) -> None:
-        _run([tool("pg_ctl"), "start", "-D", str(self.data), "-l", str(self.pg_dir / "postgres.log"),
-              "-w", "-t", "120"], f"starting PostgreSQL (log: {self.pg_dir / 'postgres.log'})")
+        log = self.pg_dir / "postgres.log"
+        _run([tool("pg_ctl"), "start", "-D", str(self.data), "-l", str(log), "-w", "-t", "120"], "starting PostgreSQL", log)
 
     def stop_pg(self) -> None:
         if self.pg_running():
             _run([tool("pg_ctl"), "stop", "-D", str(self.data), "-m", "fast", "-w", "-t", "60"], "stopping PostgreSQL")
 
     def restart_pg(self) -> None:
-        _run([tool("pg_ctl"), "restart", "-D", str(self.data), "-l", str(self.pg_dir / "postgres.log"),
-              "-m", "fast", "-w", "-t", "120"], "restarting PostgreSQL")
+        log = self.pg_dir / "postgres.log"
+        _run([tool("pg_ctl"), "restart", "-D", str(self.data), "-l", str(log), "-m", "fast", "-w", "-t", "120"],
+             "restarting PostgreSQL", log)
 
     def _create_databases(self) -> None:
         import psycopg
@@ -313,8 +325,8 @@ def parse(argv):
     ap = argparse.ArgumentParser(prog="python -m search.cluster", description=__doc__.splitlines()[0])
     ap.add_argument("command", choices=("up", "down", "status"))
     ap.add_argument("--state-dir", default=None, help="default: mlruns/cluster")
-    ap.add_argument("--pg-port", type=int, default=5433, help="(a free one if taken; kept once chosen)")
-    ap.add_argument("--mlflow-port", type=int, default=5001, help="(a free one if taken)")
+    ap.add_argument("--pg-port", type=int, default=5433, help="(0 or taken: a free one; kept once chosen)")
+    ap.add_argument("--mlflow-port", type=int, default=5001, help="(0 or taken: a free one)")
     ap.add_argument("--host", default="127.0.0.1",
                     help="address both servers listen on (0.0.0.0: reachable from other machines)")
     return ap.parse_args(argv)
