@@ -57,6 +57,7 @@ def run_engine(engine: Engine, space, tracker, data, settings, budget: Budget, p
     progress = Progress(budget.trials, settings.epochs)
     progress.seconds_left = budget.seconds_left if budget.timeout else None
     runner = TrialRunner(data, settings, tracker, progress, budget.study, parent, key)
+    runner.seconds_left = progress.seconds_left
     try:
         if budget.expired():
             print(f"[{engine.name}] --timeout reached before this engine started", flush=True)

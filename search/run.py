@@ -25,10 +25,11 @@ def parse(argv):
     ap.add_argument("--space", default="cnn",
                     help="cnn, mobilenetv2, nasnetmobile, or paper (the paper's grid) (default: cnn)")
     ap.add_argument("--engine", choices=(*ENGINES, "all"), default="optuna")
-    ap.add_argument("--trials", type=int, default=6,
+    ap.add_argument("--trials", type=int, default=None,
                     help="trials per engine, the study's total across workers (default: 6)")
     ap.add_argument("--timeout", type=float, default=None,
-                    help="seconds for the whole search: no trial starts after it (default: none)")
+                    help="seconds for the whole search; a trial running then stops training and is measured "
+                         "(default: none)")
     ap.add_argument("--study-name", default=None,
                     help="default: the space name and a digest of the data, split and budget")
     ap.add_argument("--max-params", type=int, default=None,
@@ -52,8 +53,15 @@ def parse(argv):
     ap.add_argument("--register", metavar="NAME", default=None,
                     help="register the study's best model (lowest validation RMSE) in MLflow's registry as NAME, "
                          "alias 'best'")
-    add_training_flags(ap, epochs=5)
+    add_training_flags(ap, epochs=None)
     args = ap.parse_args(argv)
+    import spaces
+    # With no budget flag at all a space may bring its own (the quick start's); else 6 trials x 5 epochs.
+    given = {k: v for k, v in (("trials", args.trials), ("epochs", args.epochs), ("timeout", args.timeout))
+             if v is not None}
+    budget = ({} if given or args.space not in spaces.names() else spaces.get(args.space).quick_budget) or {}
+    for name, value in {"trials": 6, "epochs": 5, **budget, **given}.items():
+        setattr(args, name, value)
     if args.rows is not None:
         if args.space != "paper":
             raise UserError("--rows selects rows of the paper's grid: use it with --space paper")

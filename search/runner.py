@@ -5,7 +5,7 @@ import dataclasses
 import tempfile
 
 from train.models import resolve
-from train.trial import Pruned, Rejected, TrialSettings, run_trial
+from train.trial import Pruned, Rejected, StopTraining, TrialSettings, run_trial
 
 
 class TrialRunner:
@@ -13,6 +13,7 @@ class TrialRunner:
         self.data, self.settings, self.tracker, self.progress, self.study = data, settings, tracker, progress, study
         self.parent_id = parent_id  # the MLflow run of this (study, engine) search
         self.key = key  # the study's identity (search/identity.py): tagged on every trial run
+        self.seconds_left = None  # the search's --timeout clock: a trial running at the end stops and is measured
 
     @property
     def budget_key(self) -> dict:
@@ -39,6 +40,9 @@ class TrialRunner:
             self.progress.epoch(epoch, settings.epochs, val)
             if report:
                 report(epoch, val)
+            if self.seconds_left is not None and self.seconds_left() <= 0 and epoch + 1 < settings.epochs:
+                self.tracker.client.set_tag(run_id, "stopped_by_timeout", str(epoch + 1))
+                raise StopTraining()
 
         try:  # from here on, whatever happens closes the MLflow run with a status
             self.tracker.log_dataset(run_id, self.data)

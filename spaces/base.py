@@ -49,6 +49,7 @@ class Space:
     fixed: dict = field(default_factory=dict)  # config entries that are not searched (e.g. model)
     presets: tuple = ()                         # hand-made configs: the manual engine runs them, Optuna starts from them
     max_params: int | None = None               # search.run's default --max-params
+    quick_budget: dict = field(default_factory=dict)  # trials/epochs/timeout when search.run gets none of them
 
     def __post_init__(self):
         seen = set()

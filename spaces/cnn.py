@@ -50,4 +50,6 @@ SPACE = Space(
     ),
     presets=(EDGE, EDGE_SEPARABLE, {"model": "manual"}, {"model": "baseline"}),
     max_params=MAX_PARAMS,
+    # The README's main job: the EDGE preset's full schedule, then what five minutes allow.
+    quick_budget={"trials": 6, "epochs": 30, "timeout": 300},
 )

@@ -209,3 +209,25 @@ def test_two_workers_share_one_trials_budget(tmp_path):
     done = [t for t in trials if t.state.name in ("COMPLETE", "PRUNED")]
     assert len(done) == 4 and not [t for t in trials if t.state.name == "RUNNING"]
     assert len({r.data.tags["mlflow.parentRunId"] for r in Tracker("cnn").trials()}) == 1  # one parent run
+
+
+def test_timeout_bounds_the_whole_search_and_a_running_trial_is_measured_as_it_stands(tmp_path, monkeypatch):
+    from search.engine import Budget
+    data = write_training_csv(tmp_path / "a.csv", n=24)
+    cfg = tmp_path / "two.json"
+    cfg.write_text(json.dumps([TINY, {**TINY, "learning_rate": 3e-3}]))
+    # The clock runs out during the first trial's first epoch, whatever this machine's speed.
+    checks = iter([False, False])
+    monkeypatch.setattr(Budget, "expired", lambda self: next(checks, True))
+    monkeypatch.setattr(Budget, "seconds_left", lambda self: 0.0)
+    search_run.main([*_manual(data, cfg), "--epochs", "4", "--timeout", "60"])
+    (run,) = Tracker("cnn").trials()  # the second config never started
+    assert run.info.status == "FINISHED" and run.data.tags["stopped_by_timeout"] == "1"
+    assert run.data.metrics["epochs"] == 1 and np.isfinite(run.data.metrics["test_rmse"])
+
+
+def test_the_quick_start_budget_applies_only_when_no_budget_flag_is_given():
+    args = search_run.parse(["--space", "cnn"])
+    assert (args.trials, args.epochs, args.timeout) == (6, 30, 300)
+    args = search_run.parse(["--space", "cnn", "--epochs", "2"])
+    assert (args.trials, args.epochs, args.timeout) == (6, 2, None)

@@ -6,7 +6,7 @@ DEFAULT_DATA = "../shared/data/training.csv.gz"
 
 def add_training_flags(ap, epochs: int) -> None:
     ap.add_argument("--data", default=DEFAULT_DATA, help=f"Kaggle-format CSV (default: {DEFAULT_DATA})")
-    ap.add_argument("--epochs", type=int, default=epochs, help=f"max epochs per trial (default: {epochs})")
+    ap.add_argument("--epochs", type=int, default=epochs, help=f"max epochs per trial (default: {epochs or 5})")
     ap.add_argument("--patience", type=int, default=5, help="early-stopping patience in epochs")
     ap.add_argument("--val-fraction", type=float, default=0.15,
                     help="faces for early stopping, pruning and selection (default: 0.15)")

@@ -33,6 +33,10 @@ class TrialFailed(RuntimeError):
     """The configuration trained but produced no usable model (e.g. the loss became NaN)."""
 
 
+class StopTraining(Exception):
+    """Raised by an epoch hook to end training now and measure the model as it is (e.g. --timeout)."""
+
+
 class Rejected(UserError):
     """The configuration breaks a constraint (e.g. the parameter budget): refused before training."""
 
@@ -202,4 +206,7 @@ class _EpochHook(keras.callbacks.Callback):
             if key in logs:
                 self.history[key].append(float(logs[key]))
         if self.on_epoch is not None:
-            self.on_epoch(epoch, dict(logs))
+            try:
+                self.on_epoch(epoch, dict(logs))
+            except StopTraining:
+                self.model.stop_training = True
