@@ -38,11 +38,23 @@ def redact(url: str) -> str:
 def open_rdb(url: str):
     """RDBStorage with a heartbeat (trials of a dead worker are failed and retried), connections
     checked before use (pool_pre_ping) and a bounded wait for a database that is restarting."""
+    import random
+
     from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
-    storage = RDBStorage(url, heartbeat_interval=seconds("FKP_HEARTBEAT_S", 30),
-                         grace_period=seconds("FKP_GRACE_S", 120),
-                         heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=2),
-                         engine_kwargs={"pool_pre_ping": True})
+    from sqlalchemy.exc import IntegrityError, ProgrammingError
+    for attempt in range(5):
+        try:
+            storage = RDBStorage(url, heartbeat_interval=seconds("FKP_HEARTBEAT_S", 30),
+                                 grace_period=seconds("FKP_GRACE_S", 120),
+                                 heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=2),
+                                 engine_kwargs={"pool_pre_ping": True})
+            break
+        except (IntegrityError, ProgrammingError):
+            # Workers started together on an empty database race to create Optuna's tables (PostgreSQL:
+            # "duplicate key ... pg_type_typname_nsp_index"); the tables exist once one has won.
+            if attempt == 4:
+                raise
+            time.sleep(0.2 + random.random())
     if not url.startswith("sqlite"):
         retry_connections(storage.engine, url, seconds("FKP_DB_RETRY_S", 60))
     return storage
