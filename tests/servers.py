@@ -51,6 +51,7 @@ def servers():
 def worker(args, cwd, log: Path, **env) -> subprocess.Popen:
     """`python -m search.run ARGS` as a separate process (a worker), its output in `log`."""
     full_env = {**os.environ, "PYTHONPATH": str(REPO), "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONUNBUFFERED": "1",
+                "TMPDIR": str(cwd),  # what a killed worker leaves behind stays in the test's folder
                 **{k: str(v) for k, v in env.items()}}
     with open(log, "wb") as out:
         return subprocess.Popen([sys.executable, "-W", "ignore", "-m", "search.run", *args], cwd=cwd,

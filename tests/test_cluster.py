@@ -6,7 +6,10 @@ study reused with other data or another space, and Keras Tuner's chief/worker mo
 """
 import json
 import os
+import shutil
 import signal
+import subprocess
+import sys
 import time
 
 import optuna
@@ -17,7 +20,7 @@ from optuna.trial import TrialState
 from search import cluster
 from search import run as search_run
 from tests.fixtures import write_training_csv
-from tests.servers import finish, private_dir, servers, skip_without_servers, wait_for, worker  # noqa: F401
+from tests.servers import REPO, finish, private_dir, servers, skip_without_servers, wait_for, worker  # noqa: F401
 
 
 def _args(servers, data, study, trials=2, epochs=1, *extra):
@@ -73,7 +76,8 @@ def test_a_search_on_postgresql_tracked_by_an_mlflow_server(servers, tiny_csv, t
 
 def test_cluster_up_is_idempotent_and_down_stops_both(capsys):
     skip_without_servers()
-    state = private_dir("fkp-cluster-") / "state"
+    base = private_dir("fkp-cluster-")
+    state = base / "state"
     argv = ["--state-dir", str(state), "--pg-port", str(cluster.free_port()), "--mlflow-port", str(cluster.free_port())]
     try:
         cluster.main(["up", *argv])
@@ -95,6 +99,20 @@ def test_cluster_up_is_idempotent_and_down_stops_both(capsys):
     with pytest.raises(ProcessLookupError):
         os.killpg(mlflow_pid, 0)  # the server's whole process group is gone
     assert cluster.port_free("127.0.0.1", c.state["pg_port"]) and cluster.port_free("127.0.0.1", c.state["mlflow_port"])
+    shutil.rmtree(base)
+
+
+def test_workers_started_together_on_an_empty_database_all_open_it(servers, tmp_path):
+    import psycopg
+    with psycopg.connect(servers.db_url("postgres"), autocommit=True) as conn:
+        conn.execute("CREATE DATABASE fresh")
+    url = servers.db_url("fresh")
+    code = f"from search.rdb import open_rdb; open_rdb({url!r}); print('opened')"
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    procs = [subprocess.Popen([sys.executable, "-c", code], env=env, cwd=tmp_path, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True) for _ in range(3)]
+    outs = [p.communicate(timeout=120)[0] for p in procs]
+    assert all(p.returncode == 0 and "opened" in out for p, out in zip(procs, outs)), outs  # none lost the race
 
 
 def test_a_worker_killed_mid_trial_is_failed_by_its_heartbeat_and_rerun(servers, tiny_csv, tmp_path, monkeypatch):
