@@ -18,8 +18,19 @@ import numpy as np
 from train.errors import UserError, cli
 
 HERE = Path(__file__).resolve().parent
-PRESETS = ("baseline", "manual", "mobilenetv2")
-SECTIONS = ("data", "presets", "search", "pruning", "workers")
+PRESETS = ("baseline", "manual", "edge", "edge-separable", "mobilenetv2")
+SECTIONS = ("data", "presets", "speed", "search", "pruning", "workers")
+BEST = HERE.parent / "docs" / "best" / "config.json"  # the committed search winner: `--presets best`
+
+
+def preset_config(name: str) -> dict:
+    from spaces.cnn import EDGE, EDGE_SEPARABLE
+    named = {"edge": {"model": "cnn", **EDGE}, "edge-separable": {"model": "cnn", **EDGE_SEPARABLE}}
+    if name == "best":
+        if not BEST.exists():
+            raise UserError(f"--presets best: {BEST} does not exist yet (export a search's best model there)")
+        return json.loads(BEST.read_text())
+    return named.get(name, {"model": name})
 TARGETS = {"cached_load_s": 0.2, "tracking_share": 0.02, "manual_s_per_100": 0.08, "export_rmse_change": 0.02}
 
 
@@ -67,7 +78,7 @@ def bench_preset(preset, data, epochs) -> dict:
     from train import litert
     from train.trial import TrialSettings, run_trial
     with tempfile.TemporaryDirectory() as out:
-        result = run_trial({"model": preset}, data, TrialSettings(epochs=epochs), out_dir=out)
+        result = run_trial(preset_config(preset), data, TrialSettings(epochs=epochs), out_dir=out)
         m = result.metrics
         edge = litert.export(result.model, out, litert.FORMATS, result.val_images, result.val_true)
     return {"params": m["params"], "size_mb": m["size_mb"], "rmse": m["rmse"], "epochs": m["epochs"],
@@ -75,6 +86,22 @@ def bench_preset(preset, data, epochs) -> dict:
             "keras_predict_s_per_100": keras_predict_s_per_100(result.model),
             "compiled_call_s_per_100": m["inference_s_per_100"], "latency_ms": m["latency_ms"],
             "litert": {fmt: {k: v for k, v in e.items() if k != "file"} for fmt, e in edge.items()}}
+
+
+SPEED_VARIANTS = {"batch 64": {}, "batch 128": {"batch_size": 128}, "batch 64, XLA": {"jit_compile": True},
+                  "batch 128, XLA": {"batch_size": 128, "jit_compile": True}}
+
+
+def bench_speed(data, epochs) -> dict:
+    """Training images/s of the EDGE preset under what might help on a CPU: batch size and XLA."""
+    from spaces.cnn import EDGE
+    from train.trial import TrialSettings, run_trial
+    out = {}
+    for name, change in SPEED_VARIANTS.items():
+        print(f"bench: speed, {name}", flush=True)
+        result = run_trial({"model": "cnn", **EDGE, **change}, data, TrialSettings(epochs=epochs, patience=epochs))
+        out[name] = {"train_images_per_s": result.metrics["train_images_per_s"], "rmse": result.metrics["rmse"]}
+    return out
 
 
 def bench_search(data, trials, epochs, store) -> dict:
@@ -101,22 +128,28 @@ def bench_search(data, trials, epochs, store) -> dict:
     return out
 
 
-def bench_pruning(data, trials, epochs, store) -> dict:
+def bench_pruning(data, seconds, epochs, seeds, store) -> dict:
+    """The same TPE search with and without Hyperband, each for the same wall clock: best test RMSE."""
     from search import run as search_run
     from tracking.mlflow_tracker import Tracker
     os.environ["FKP_STORE_DIR"] = str(store)
     out = {}
-    for pruner in ("none", "median"):
-        study = f"prune-{pruner}"
-        t0, c0 = time.perf_counter(), time.process_time()
-        search_run.main(["--space", "cnn", "--engine", "optuna", "--trials", str(trials), "--epochs", str(epochs),
-                         "--data", data, "--study-name", study, "--pruner", pruner, "--seed", "0"])
-        runs = Tracker("cnn").trials(study=study)
-        best = min((r.data.metrics["rmse"] for r in runs if "rmse" in r.data.metrics), default=float("nan"))
-        out[pruner] = {"wall_s": time.perf_counter() - t0, "cpu_s": time.process_time() - c0, "best_rmse": best,
-                       "pruned": sum(r.data.tags.get("fkp_status") == "pruned" for r in runs),
-                       "epochs_trained": int(sum(len(Tracker("cnn").client.get_metric_history(r.info.run_id, "loss"))
-                                                 for r in runs))}
+    for pruner in ("hyperband", "none"):
+        rows = []
+        for seed in seeds:
+            study = f"prune-{pruner}-{seed}"
+            t0 = time.perf_counter()
+            search_run.main(["--space", "cnn", "--engine", "optuna", "--trials", "1000", "--epochs", str(epochs),
+                             "--timeout", str(seconds), "--data", data, "--study-name", study, "--pruner", pruner,
+                             "--seed", str(seed)])
+            runs = Tracker("cnn").trials(study=study)
+            done = [r for r in runs if r.data.tags.get("fkp_status") == "finished"]
+            best = min(done, key=lambda r: r.data.metrics["rmse"]) if done else None
+            rows.append({"seed": seed, "wall_s": time.perf_counter() - t0, "finished": len(done),
+                         "pruned": sum(r.data.tags.get("fkp_status") == "pruned" for r in runs),
+                         "best_rmse": best.data.metrics["rmse"] if best else float("nan"),
+                         "best_test_rmse": best.data.metrics.get("test_rmse", float("nan")) if best else float("nan")})
+        out[pruner] = rows
     return out
 
 
@@ -157,14 +190,25 @@ def render(results: dict) -> str:
         lines.append(f"| {engine} | {r['wall_s']:.1f} | {r['train_s']:.1f} | {r['measure_s']:.2f} | "
                      f"{r['tracking_s']:.2f} | {r['other_s']:.2f} | {100 * r['tracking_share']:.2f}% | "
                      f"{100 * r['outside_training_share']:.1f}% |")
+    if "speed" in results:
+        lines += ["", "## Training speed", "",
+                  f"The EDGE preset, {results['speed_epochs']} epochs each; steady-state images/s (the first epoch "
+                  "also traces the graph).", "", "| variant | train images/s | val RMSE px |", "|---|---|---|"]
+        lines += [f"| {name} | {r['train_images_per_s']:.0f} | {r['rmse']:.3f} |" for name, r in results["speed"].items()]
     pr = results["pruning"]
-    lines += ["", "## Pruning", "",
-              f"The same Optuna search (TPE, seed 0, {results['pruning_trials']} trials × {results['pruning_epochs']} "
-              "epochs) without and with the median pruner.", "",
-              "| pruner | wall s | CPU s | epochs trained | trials pruned | best RMSE px |", "|---|---|---|---|---|---|"]
-    for name, r in pr.items():
-        lines.append(f"| {name} | {r['wall_s']:.0f} | {r['cpu_s']:.0f} | {r['epochs_trained']} | {r['pruned']} | "
-                     f"{r['best_rmse']:.3f} |")
+    lines += ["", "## Multi-fidelity at equal wall clock", ""]
+    if isinstance(next(iter(pr.values()), None), list):
+        lines += [f"The same TPE search of `cnn` (up to {results['pruning_epochs']} epochs per trial, the presets "
+                  f"first) for {results['pruning_seconds']:.0f} s each, with Hyperband and without pruning. Best "
+                  "trial chosen on validation; its test RMSE beside it.", "",
+                  "| pruner | seed | wall s | finished | pruned | best val RMSE px | its test RMSE px |",
+                  "|---|---|---|---|---|---|---|"]
+        for name, rows in pr.items():
+            lines += [f"| {name} | {r['seed']} | {r['wall_s']:.0f} | {r['finished']} | {r['pruned']} | "
+                      f"{r['best_rmse']:.3f} | {r['best_test_rmse']:.3f} |" for r in rows]
+    else:
+        lines.append("Not re-measured since the equal-wall-clock comparison replaced the old one: "
+                     "`python -m bench --sections pruning`.")
     if "workers" in results:
         from bench.workers import render as render_workers
         lines += render_workers(results["workers"])
@@ -199,8 +243,10 @@ def main(argv=None):
     ap.add_argument("--preset-epochs", type=int, default=2)
     ap.add_argument("--search-trials", type=int, default=2)
     ap.add_argument("--search-epochs", type=int, default=2)
-    ap.add_argument("--pruning-trials", type=int, default=6)
-    ap.add_argument("--pruning-epochs", type=int, default=4)
+    ap.add_argument("--pruning-seconds", type=float, default=1200, help="wall clock per search (default: 20 min)")
+    ap.add_argument("--pruning-epochs", type=int, default=30)
+    ap.add_argument("--pruning-seeds", default="0,1")
+    ap.add_argument("--speed-epochs", type=int, default=3)
     ap.add_argument("--workers-trials", type=int, default=8, help="workers: trials of the 1- vs 2-worker search")
     ap.add_argument("--workers-epochs", type=int, default=2)
     ap.add_argument("--presets", default=",".join(PRESETS))
@@ -228,7 +274,7 @@ def main(argv=None):
                                                   "date": results["machine"]["date"]})
     else:
         results.update(preset_epochs=args.preset_epochs, search_trials=args.search_trials,
-                       search_epochs=args.search_epochs, pruning_trials=args.pruning_trials,
+                       search_epochs=args.search_epochs, pruning_seconds=args.pruning_seconds,
                        pruning_epochs=args.pruning_epochs)
     if "data" in sections:
         print("bench: data", flush=True)
@@ -240,13 +286,18 @@ def main(argv=None):
         for preset in args.presets.split(","):
             print(f"bench: preset {preset}", flush=True)
             results["presets"][preset] = bench_preset(preset, faces, args.preset_epochs)
+    if "speed" in sections:
+        results["speed_epochs"] = args.speed_epochs
+        results["speed"] = bench_speed(data_mod.load(args.data), args.speed_epochs)
     with tempfile.TemporaryDirectory() as store:
         if "search" in sections:
             print("bench: search overhead", flush=True)
             results["search"] = bench_search(args.data, args.search_trials, args.search_epochs, Path(store) / "s")
         if "pruning" in sections:
             print("bench: pruning", flush=True)
-            results["pruning"] = bench_pruning(args.data, args.pruning_trials, args.pruning_epochs,
+            results.update(pruning_seconds=args.pruning_seconds, pruning_epochs=args.pruning_epochs)
+            seeds = [int(x) for x in args.pruning_seeds.split(",")]
+            results["pruning"] = bench_pruning(args.data, args.pruning_seconds, args.pruning_epochs, seeds,
                                                Path(store) / "p")
     if "workers" in sections:
         from bench.workers import bench_workers

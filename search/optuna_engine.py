@@ -72,16 +72,16 @@ def make_storage(url: str):
     """RDB URLs get a heartbeat so trials of a dead worker are failed and retried; a path ending
     in .log/.journal is a journal file (no server, no heartbeat: the pid check below covers it)."""
     import optuna
-    from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     if url.endswith((".log", ".journal")) and "://" not in url:
         from optuna.storages.journal import JournalFileBackend
         return optuna.storages.JournalStorage(JournalFileBackend(url))
+    from search.rdb import open_rdb, redact  # heartbeat (FKP_HEARTBEAT_S, FKP_GRACE_S), pre-ping, reconnect wait
     try:
-        from search.rdb import open_rdb  # heartbeat (FKP_HEARTBEAT_S, FKP_GRACE_S), pre-ping, reconnect wait
         return open_rdb(url)
-    except Exception as exc:
-        raise UserError(f"cannot open Optuna storage {url!r}: {exc}") from None
+    except Exception as exc:  # never print the password, nor a page of driver traceback
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise UserError(f"cannot open Optuna storage {redact(url)!r}: {first}") from None
 
 
 def recover(study) -> list[int]:
@@ -155,10 +155,13 @@ class OptunaEngine(Engine):
         import optuna
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         sampler = make_sampler(self.sampler_name, space, seed)
+        storage = make_storage(self.storage_url)
+        options = dict(study_name=study_name, storage=storage, sampler=sampler,
+                       pruner=make_pruner(self.pruner_name, epochs), directions=["minimize"] * len(self.objectives))
         try:
-            study = optuna.create_study(study_name=study_name, storage=make_storage(self.storage_url),
-                                        sampler=sampler, pruner=make_pruner(self.pruner_name, epochs),
-                                        directions=["minimize"] * len(self.objectives), load_if_exists=True)
+            study, created = optuna.create_study(**options, load_if_exists=False), True
+        except optuna.exceptions.DuplicatedStudyError:
+            study, created = optuna.create_study(**options, load_if_exists=True), False
         except ValueError as exc:  # e.g. the stored study has other directions
             raise UserError(f"Optuna study {study_name!r}: {exc}") from None
         if key is not None:
@@ -168,11 +171,12 @@ class OptunaEngine(Engine):
         if study.metric_names is None:
             study.set_metric_names(list(self.objectives))  # the dashboard shows "rmse", not "Objective 0"
         existing = len(study.get_trials(deepcopy=False))
-        if existing:
+        if not created:
             # A resumed process re-seeded like the first one would replay its random draws and
-            # propose finished configs again: continue the seed sequence instead.
-            study.sampler = make_sampler(self.sampler_name, space, seed + existing)
-        elif self.warm_start:
+            # propose finished configs again; so would a second worker joining at the same moment.
+            shared = not self.storage_url.startswith("sqlite")  # a server's workers join at once; a file resumes
+            study.sampler = make_sampler(self.sampler_name, space, seed + existing + (os.getpid() if shared else 0))
+        elif self.warm_start:  # only the process that made the study: workers starting together would each enqueue
             for preset in warm_starts(space):  # a search never ends worse than its best preset
                 study.enqueue_trial(preset, skip_if_exists=True)
         return study

@@ -3,7 +3,12 @@ from tracking.leaderboard import collect, rank, render
 
 
 def print_summary(tracker, study: str, engines) -> None:
-    runs = tracker.trials(study=study)
+    try:
+        runs = tracker.trials(study=study)
+    except Exception as exc:  # the search itself is over and saved; only the table is missing
+        print(f"\nsummary unavailable: MLflow at {tracker.uri} did not answer ({type(exc).__name__}); "
+              f"the trials are in the Optuna study and the spool", flush=True)
+        return
     counts: dict = {}
     for run in runs:
         key = (run.data.tags.get("fkp_engine"), run.data.tags.get("fkp_status"))

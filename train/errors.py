@@ -23,4 +23,13 @@ def cli(main):
         except KeyboardInterrupt:
             print("interrupted", file=sys.stderr)
             raise SystemExit(130) from None
+        except Exception as exc:
+            # A library may wrap our one-line error in its own (Optuna does, when a database stays away).
+            cause = exc.__cause__ or exc.__context__
+            while cause is not None and not isinstance(cause, UserError):
+                cause = cause.__cause__ or cause.__context__
+            if cause is None:
+                raise
+            print(f"error: {cause}", file=sys.stderr)
+            raise SystemExit(2) from None
     return wrapper
