@@ -15,7 +15,8 @@ from train.keypoints import FLIP_PERMUTATION, FLIP_X, SIZE
 
 OPS = ("flip", "rotate", "shift", "brightness", "noise")
 DEFAULT_RANGES = {"rotate": 15.0, "shift": 8.0, "brightness": 0.3, "noise": 8.0}
-CENTRE = (SIZE - 1) / 2.0
+CENTRE = (SIZE - 1) / 2.0  # in pixel indices
+PIXEL_CENTRE = (FLIP_X - (SIZE - 1)) / 2
 
 
 def parse_ops(spec) -> list[str]:
@@ -42,7 +43,8 @@ def affine(image, keypoints, matrix, offset):
     m_rc = swap @ inv @ swap
     t_rc = swap @ (-inv @ offset)
     warped = ndimage.affine_transform(image, m_rc, offset=t_rc, order=1, mode="nearest")
-    pts = keypoints.reshape(-1, 2) @ matrix.T + offset
+    # keypoints put pixel i's centre at i + PIXEL_CENTRE; the warp above works in pixel indices
+    pts = (keypoints.reshape(-1, 2) - PIXEL_CENTRE) @ matrix.T + offset + PIXEL_CENTRE
     return warped, _drop_outside(pts.reshape(-1))
 
 

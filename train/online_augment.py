@@ -13,9 +13,7 @@ import numpy as np
 from train.keypoints import FLIP_PERMUTATION, FLIP_X, SIZE
 
 MAX_RANGES = {"rotate_deg": 20.0, "shift_px": 10.0, "scale": 0.12, "brightness": 0.25, "contrast": 0.35}
-# Keypoint coordinates put pixel i's centre at i + PIXEL_CENTRE: the image warp works in pixel indices.
-PIXEL_CENTRE = (FLIP_X - (SIZE - 1)) / 2
-CENTRE = (SIZE - 1) / 2
+from train.augment import CENTRE, PIXEL_CENTRE  # noqa: E402  (one definition of the pixel grid)
 
 
 def augment_batch(images, keypoints, strength: float, flip: bool, seed=None):
