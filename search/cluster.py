@@ -153,8 +153,12 @@ class Cluster:
         return f"http://{_public(self.state['host'])}:{self.state['mlflow_port']}"
 
     def _save(self) -> None:
-        self.state_file.write_text(json.dumps(self.state, indent=2))
-        self.state_file.chmod(0o600)  # it holds the database password
+        # it holds the database password: private from the first byte, written whole or not at all
+        tmp = self.state_file.with_name(self.state_file.name + ".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(json.dumps(self.state, indent=2))
+        os.replace(tmp, self.state_file)
 
     # ---- PostgreSQL ---------------------------------------------------------------------
     def pg_running(self) -> bool:

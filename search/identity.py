@@ -55,8 +55,11 @@ class StudyKey:
         """Refuse, in one line, to continue `study` if it was made on other data, split or budget."""
         for run in tracker.searches(study):
             tags = run.data.tags
-            if tags.get(TAG, self.digest()) == self.digest():
+            if tags.get(TAG) == self.digest():
                 continue
+            if TAG not in tags:
+                raise UserError(f"study {study!r} was made before studies were keyed on their data and budget: "
+                                "its results are not comparable; choose another --study-name")
             if tags.get("data_sha") and tags["data_sha"] != self.data_sha:
                 raise UserError(f"study {study!r} was made on data {tags['data_sha'][:12]}, this data is "
                                 f"{self.data_sha[:12]}: choose another --study-name")

@@ -148,7 +148,8 @@ class OptunaEngine(Engine):
         return cls(args.sampler, args.pruner, args.storage, args.objectives.split(","), not args.no_presets)
 
     def describe(self) -> dict:
-        return {"sampler": self.sampler_name, "pruner": self.pruner_name, "storage": self.storage_url,
+        from search.rdb import redact  # the run's params are readable by anyone who can see the UI
+        return {"sampler": self.sampler_name, "pruner": self.pruner_name, "storage": redact(self.storage_url),
                 "objectives": ",".join(self.objectives)}
 
     def open_study(self, study_name: str, space, seed: int, epochs: int = 5, key=None):
@@ -164,6 +165,9 @@ class OptunaEngine(Engine):
             study, created = optuna.create_study(**options, load_if_exists=True), False
         except ValueError as exc:  # e.g. the stored study has other directions
             raise UserError(f"Optuna study {study_name!r}: {exc}") from None
+        if len(study.directions) != len(self.objectives):  # else every trial would train, then fail to be told
+            raise UserError(f"Optuna study {study_name!r} has {len(study.directions)} objective(s), this run asks "
+                            f"for {len(self.objectives)} ({','.join(self.objectives)}): choose another --study-name")
         if key is not None:
             for attr, value in key.check_attrs(study_name, study.user_attrs, space.name).items():
                 if study.user_attrs.get(attr) != value:
@@ -245,7 +249,8 @@ class OptunaEngine(Engine):
                 print("[optuna] stopping: nearly every config the sampler proposes is over --max-params", flush=True)
                 study.stop()
 
-        study.optimize(objective, n_trials=None, timeout=budget.seconds_left(), catch=(Exception,),
+        # The callback stops at the budget; the cap only ends a loop whose trials keep failing uncounted.
+        study.optimize(objective, n_trials=remaining * 3 + 50, timeout=budget.seconds_left(), catch=(Exception,),
                        gc_after_trial=True, callbacks=[stop_at_budget])
 
     def pareto(self, study_name: str):

@@ -121,7 +121,8 @@ def main(argv=None):
     print("\nBrowse the results:")
     print(f"  {stores.mlflow_ui_command(tracker.uri)}")
     from tracking.mlflow_view import runs_url
-    print(f"    then open {runs_url(tracker.experiment_id)}")
+    served = tracker.uri.rstrip("/") if tracker.uri.startswith(("http://", "https://")) else "http://127.0.0.1:5000"
+    print(f"    then open {runs_url(tracker.experiment_id, served)}")
     for engine in engines:
         if engine.name == "optuna":
             print(f"  {stores.dashboard_command(engine.storage_url)}")

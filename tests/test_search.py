@@ -29,9 +29,11 @@ def tiny(tmp_path):
     return write_training_csv(tmp_path / "d.csv", n=24), cfg
 
 
-def _trials(engine=None):
+def _trials(engine=None, rejected=False):
+    """Trial runs of study t; configs refused before training (an impossible head) only when asked."""
     runs = Tracker("cnn").trials(study="t")
-    return [r for r in runs if engine is None or r.data.tags["fkp_engine"] == engine]
+    return [r for r in runs if (engine is None or r.data.tags["fkp_engine"] == engine)
+            and (rejected or r.data.tags.get("fkp_status") != "rejected")]
 
 
 def test_every_engine_runs_two_tracked_trials_and_resumes_without_repeats(tiny, capsys):
@@ -53,12 +55,14 @@ def test_every_engine_runs_two_tracked_trials_and_resumes_without_repeats(tiny, 
             assert run.data.tags["mlflow.parentRunId"]
     study = optuna.load_study(study_name="t", storage="sqlite:///mlruns/optuna.db")
     linked = {t.user_attrs["mlflow_run_id"] for t in study.trials}
-    assert linked == {r.info.run_id for r in _trials("optuna")}
-    assert all(r.data.tags["optuna_trial_number"] in {"0", "1"} for r in _trials("optuna"))
+    assert linked == {r.info.run_id for r in _trials("optuna", rejected=True)}
+    assert len({r.data.tags["optuna_trial_number"] for r in _trials("optuna")}) == 2
 
+    before = len(_trials(rejected=True))
     search_run.main(_args(data, "--engine", "all", "--config", str(cfg)))  # same command again
-    assert len(_trials()) == 6
-    assert len(optuna.load_study(study_name="t", storage="sqlite:///mlruns/optuna.db").trials) == 2
+    assert len(_trials()) == 6 and len(_trials(rejected=True)) == before
+    trials = optuna.load_study(study_name="t", storage="sqlite:///mlruns/optuna.db").trials
+    assert len([t for t in trials if "rejected" not in t.user_attrs]) == 2
 
 
 def test_manual_configs_run_once_per_budget_and_another_budget_is_another_study(tiny, capsys):

@@ -34,7 +34,8 @@ def collect(tracker, study: str | None = None) -> list[dict]:
         m, p, t = run.data.metrics, run.data.params, run.data.tags
         if not math.isfinite(m["rmse"]):
             continue
-        twin = (t.get("fkp_key", ""), json.dumps(p, sort_keys=True))
+        # the same config at the same fidelity by the same engine (Hyperband retrains it with more epochs)
+        twin = (t.get("fkp_key", ""), t.get("fkp_engine"), t.get("max_epochs"), json.dumps(p, sort_keys=True))
         if twin in seen:
             continue
         seen.add(twin)

@@ -29,6 +29,13 @@ def paper_report(tracker, study: str, out: Path, command: str, paper_dir=None) -
     return f"{len(files)} plots ({len(grid)} grid cells)"
 
 
+def newest_study(tracker) -> str:
+    """The grid study a plain `search.run --space paper` made last (its name carries a digest)."""
+    runs = tracker.client.search_runs([tracker.experiment_id], "tags.fkp_role = 'search'",
+                                      order_by=["attributes.start_time DESC"], max_results=1)
+    return runs[0].data.tags["fkp_study"] if runs else "paper"
+
+
 def engines_report(tracker, space: str, studies: list[str] | None, out: Path, command: str) -> str:
     from tracking import report_figures, report_render
     found = rd.searches(tracker, studies)
@@ -80,7 +87,7 @@ def main(argv=None):
     ap = argparse.ArgumentParser(prog="python -m tracking.report", description=__doc__.splitlines()[0])
     ap.add_argument("--space", default="paper", help="paper (the paper's grid) or a search space such as cnn")
     ap.add_argument("--study", default=None,
-                    help="paper: the grid's study (default: paper). Other spaces: a comma list of studies, each a "
+                    help="paper: the grid's study (default: the newest). Other spaces: a comma list of studies, each a "
                          "repeat (default: the newest study and every study on the same data and budget)")
     ap.add_argument("--output", default=None, help="default: docs/paper, or reports/<space>")
     ap.add_argument("--paper-figures", default=None, help="folder of the paper's published CSVs "
@@ -98,7 +105,7 @@ def main(argv=None):
     out.mkdir(parents=True, exist_ok=True)
     command = ("python -m tracking.report " + " ".join(argv if argv is not None else sys.argv[1:])).strip()
     if args.space == "paper":
-        made = paper_report(tracker, args.study or "paper", out, command, args.paper_figures)
+        made = paper_report(tracker, args.study or newest_study(tracker), out, command, args.paper_figures)
     else:
         studies = [s.strip() for s in args.study.split(",") if s.strip()] if args.study else None
         made = engines_report(tracker, args.space, studies, out, command)

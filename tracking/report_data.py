@@ -308,6 +308,7 @@ def _load(path):
     import keras
 
     import train.losses  # noqa: F401  (registers the custom loss and metric)
+    import train.models  # noqa: F401  (registers custom layers: the heatmap head's soft-argmax)
     return keras.models.load_model(path, compile=False)
 
 

@@ -7,6 +7,11 @@ class UserError(Exception):
     """Bad input from the user: printed as one line, exit status 2, no traceback."""
 
 
+class Rejected(UserError):
+    """The configuration breaks a constraint (the parameter budget, an impossible head): refused before
+    training, and not counted against a search's trial budget."""
+
+
 class DataError(UserError, ValueError):
     """A data file that cannot be used; the message names file, row and column."""
 

@@ -10,8 +10,8 @@ import os
 import keras
 from keras import layers
 
-from train.errors import UserError
-from train.keypoints import COLUMNS, SIZE
+from train.errors import Rejected, UserError
+from train.keypoints import COLUMNS, FLIP_X, SIZE
 
 TRAINING_DEFAULTS = {
     "learning_rate": 1e-3, "batch_size": 64, "optimizer": "adam",
@@ -130,6 +130,8 @@ def _cnn(cfg, inputs):
 def _soft_argmax(x):
     """One heatmap per keypoint; its softmax-weighted mean position is the keypoint, in pixels."""
     n, size = len(COLUMNS) // 2, int(x.shape[1])
+    if size < 6:
+        raise Rejected(f"a heatmap head needs a map of at least 6x6, this one is {size}x{size} (fewer blocks)")
     maps = layers.Conv2D(n, 1, name="heatmaps")(x)
     return SoftArgmax(size, name="keypoints_px")(maps)
 
@@ -146,7 +148,8 @@ class SoftArgmax(layers.Layer):
         k = maps.shape[-1]
         flat = ops.reshape(ops.transpose(maps, (0, 3, 1, 2)), (b, k, self.size * self.size))
         weights = ops.softmax(flat, axis=-1)
-        centres = (ops.arange(self.size, dtype="float32") + 0.5) * (SIZE / self.size) - 0.5
+        # cell centres in keypoint coordinates (pixel i's centre at i + PIXEL_CENTRE)
+        centres = (ops.arange(self.size, dtype="float32") + 0.5) * (SIZE / self.size) - 0.5 + (FLIP_X - SIZE + 1) / 2
         gx = ops.tile(centres, (self.size,))          # column of each flattened cell
         gy = ops.repeat(centres, self.size)           # row of each flattened cell
         xs = ops.sum(weights * gx, axis=-1)

@@ -17,7 +17,7 @@ import numpy as np
 
 from train import metrics
 from train.augment import augment
-from train.errors import UserError
+from train.errors import Rejected, UserError  # noqa: F401  (Rejected: engines import it from here)
 from train.impute import impute
 from train.models import build, resolve, set_output_bias
 from train.split import split3
@@ -35,10 +35,6 @@ class TrialFailed(RuntimeError):
 
 class StopTraining(Exception):
     """Raised by an epoch hook to end training now and measure the model as it is (e.g. --timeout)."""
-
-
-class Rejected(UserError):
-    """The configuration breaks a constraint (e.g. the parameter budget): refused before training."""
 
 
 @dataclass
