@@ -42,9 +42,9 @@ def test_every_engine_runs_two_tracked_trials_and_resumes_without_repeats(tiny, 
     out = capsys.readouterr().out
     assert "optuna-dashboard sqlite:///" in out and "mlflow ui --backend-store-uri sqlite:///" in out
     for engine in ("manual", "optuna", "keras-tuner"):
-        runs = _trials(engine)
+        runs = _trials(engine, rejected=engine == "keras-tuner")  # Keras Tuner counts a refused config
         assert len(runs) == 2, engine
-        for run in runs:
+        for run in (r for r in runs if r.data.tags.get("fkp_status") != "rejected"):
             assert run.info.status == "FINISHED", (engine, run.data.tags.get("error"))
             assert {"rmse", "test_rmse", "mean_face_rmse", "mean_face_test_rmse", "params", "size_mb",
                     "inference_s_per_100", "latency_ms", "train_s"} <= set(run.data.metrics)
@@ -58,9 +58,9 @@ def test_every_engine_runs_two_tracked_trials_and_resumes_without_repeats(tiny, 
     assert linked == {r.info.run_id for r in _trials("optuna", rejected=True)}
     assert len({r.data.tags["optuna_trial_number"] for r in _trials("optuna")}) == 2
 
-    before = len(_trials(rejected=True))
+    before, trained = len(_trials(rejected=True)), len(_trials())
     search_run.main(_args(data, "--engine", "all", "--config", str(cfg)))  # same command again
-    assert len(_trials()) == 6 and len(_trials(rejected=True)) == before
+    assert len(_trials()) == trained >= 5 and len(_trials(rejected=True)) == before
     trials = optuna.load_study(study_name="t", storage="sqlite:///mlruns/optuna.db").trials
     assert len([t for t in trials if "rejected" not in t.user_attrs]) == 2
 
