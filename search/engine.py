@@ -38,9 +38,6 @@ class Engine:
     def describe(self) -> dict:
         return {}
 
-    def study_name(self, budget: "Budget") -> str:
-        return budget.study
-
     def run(self, space, runner, budget: Budget) -> None:
         raise NotImplementedError
 
@@ -49,7 +46,7 @@ def run_engine(engine: Engine, space, tracker, data, settings, budget: Budget, p
     """One engine over one study: parent run, dead-trial cleanup, the search. False if interrupted."""
     from search.progress import Progress
     from search.runner import TrialRunner
-    key.check(tracker, budget.study, params.get("space"))
+    key.check(tracker, budget.study)
     parent = tracker.open_search(budget.study, engine.name,
                                  {**params, "engine": engine.name, **engine.describe()}, key.tags())
     for run in tracker.fail_dead_trials(parent):

@@ -51,7 +51,7 @@ class StudyKey:
     def name(self, space: str, explicit: str | None) -> str:
         return explicit or f"{space}-{self.digest()}"
 
-    def check(self, tracker, study: str, space: str | None) -> None:
+    def check(self, tracker, study: str) -> None:
         """Refuse, in one line, to continue `study` if it was made on other data, split or budget."""
         for run in tracker.searches(study):
             tags = run.data.tags

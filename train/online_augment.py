@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from train.keypoints import FLIP_PERMUTATION, FLIP_X, SIZE
+from train.augment import CENTRE, PIXEL_CENTRE  # one definition of the pixel grid
+from train.keypoints import FLIP_PERMUTATION, SIZE
 
 MAX_RANGES = {"rotate_deg": 20.0, "shift_px": 10.0, "scale": 0.12, "brightness": 0.25, "contrast": 0.35}
-from train.augment import CENTRE, PIXEL_CENTRE  # noqa: E402  (one definition of the pixel grid)
 
 
 def augment_batch(images, keypoints, strength: float, flip: bool, seed=None):
