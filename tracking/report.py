@@ -32,8 +32,10 @@ def paper_report(tracker, study: str, out: Path, command: str, paper_dir=None) -
 def newest_study(tracker) -> str:
     """The grid study a plain `search.run --space paper` made last (its name carries a digest)."""
     runs = tracker.client.search_runs([tracker.experiment_id], "tags.fkp_role = 'search'",
-                                      order_by=["attributes.start_time DESC"], max_results=1)
-    return runs[0].data.tags["fkp_study"] if runs else "paper"
+                                      order_by=["attributes.start_time DESC"], max_results=100)
+    default = [r.data.tags["fkp_study"] for r in runs
+               if r.data.tags.get("fkp_study", "").startswith("paper") and "paper-kt" not in r.data.tags["fkp_study"]]
+    return default[0] if default else "paper"
 
 
 def engines_report(tracker, space: str, studies: list[str] | None, out: Path, command: str) -> str:
