@@ -25,6 +25,23 @@ def _one_thread_env(store: Path) -> dict:
             "TF_CPP_MIN_LOG_LEVEL": "2", "FKP_STORE_DIR": str(store)}
 
 
+def _equal_configs(trials: int) -> list[dict]:
+    """N configs of one cost (EDGE at N learning rates): TPE's own draws differ in cost by 10x between runs,
+    so the 1- and 2-worker searches would time different work."""
+    from search.optuna_engine import warm_starts
+    from spaces import get
+    edge = warm_starts(get("cnn"))[0]
+    return [{**edge, "learning_rate": edge["learning_rate"] * (1 + i / 10)} for i in range(trials)]
+
+
+def _queue(storage: str, study: str, epochs: int, configs: list[dict]) -> None:
+    from search.optuna_engine import OptunaEngine
+    from spaces import get
+    made = OptunaEngine(pruner="none", storage=storage, warm_start=False).open_study(study, get("cnn"), 0, epochs)
+    for config in configs:
+        made.enqueue_trial(config)
+
+
 def bench_workers(data: str, trials: int, epochs: int, counts=COUNTS) -> dict:
     import optuna
     from optuna.trial import TrialState
@@ -45,6 +62,7 @@ def bench_workers(data: str, trials: int, epochs: int, counts=COUNTS) -> dict:
             cmd = [sys.executable, "-m", "search.run", "--space", "cnn", "--engine", "optuna", "--trials", str(trials),
                    "--epochs", str(epochs), "--data", str(data), "--study-name", study, "--pruner", "none",
                    "--storage", servers.storage, "--tracking-uri", servers.tracking_uri]
+            _queue(servers.storage, study, epochs, _equal_configs(trials))
             print(f"bench: {trials} trials on {n} worker(s)", flush=True)
             logs = [base / f"{study}-{i}.log" for i in range(n)]
             t0 = time.perf_counter()
@@ -74,7 +92,8 @@ def bench_workers(data: str, trials: int, epochs: int, counts=COUNTS) -> dict:
 
 def render(r: dict) -> list[str]:
     lines = ["", "## Workers", "",
-             f"The same Optuna search ({r['trials']} trials × {r['epochs']} epochs, no pruning) on 1 and on 2 "
+             f"The same Optuna search ({r['trials']} trials × {r['epochs']} epochs, no pruning; the trials are the "
+             "EDGE preset at as many learning rates, queued with `enqueue_trial` so both runs do the same work) on 1 and on 2 "
              "`python -m search.run` processes sharing one study on PostgreSQL and one MLflow server "
              f"(`search.cluster`), each with one TensorFlow thread, on {r['cores']} cores. Speed-up = wall time "
              "on 1 worker / wall time on N.", "",

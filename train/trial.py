@@ -148,7 +148,7 @@ def run_trial(config: dict, data, settings: TrialSettings | None = None,
                                                restore_best_weights=True)]
     t0 = time.perf_counter()
     model.fit(train_ds, validation_data=(x_val, y_val), validation_batch_size=256, epochs=settings.epochs,
-              callbacks=callbacks, verbose=settings.verbose)
+              callbacks=callbacks, verbose=settings.verbose, shuffle=False)  # the pipeline reshuffles itself
     train_s = time.perf_counter() - t0
     history = {k: [float(v) for v in vals] for k, vals in hook.history.items()}
     if not history.get("loss") or any(not math.isfinite(v) for v in history["loss"]):
