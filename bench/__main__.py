@@ -18,14 +18,15 @@ import numpy as np
 from train.errors import UserError, cli
 
 HERE = Path(__file__).resolve().parent
-PRESETS = ("baseline", "manual", "edge", "edge-separable", "mobilenetv2")
+PRESETS = ("baseline", "manual", "edge", "edge-fast", "edge-separable", "mobilenetv2")
 SECTIONS = ("data", "presets", "speed", "search", "pruning", "workers")
 BEST = HERE.parent / "docs" / "best" / "config.json"  # the committed search winner: `--presets best`
 
 
 def preset_config(name: str) -> dict:
-    from spaces.cnn import EDGE, EDGE_SEPARABLE
-    named = {"edge": {"model": "cnn", **EDGE}, "edge-separable": {"model": "cnn", **EDGE_SEPARABLE}}
+    from spaces.cnn import EDGE, EDGE_FAST, EDGE_SEPARABLE
+    named = {"edge": {"model": "cnn", **EDGE}, "edge-fast": {"model": "cnn", **EDGE_FAST},
+             "edge-separable": {"model": "cnn", **EDGE_SEPARABLE}}
     if name == "best":
         if not BEST.exists():
             raise UserError(f"--presets best: {BEST} does not exist yet (export a search's best model there)")

@@ -27,26 +27,31 @@ class StudyKey:
     patience: int
     copies: int
     max_params: int | None
+    max_mmacs: float | None = None
 
     @classmethod
     def of(cls, data, settings) -> "StudyKey":
         return cls(data.sha, settings.split, settings.val_fraction, settings.test_fraction, settings.seed,
-                   settings.epochs, settings.patience, settings.copies, settings.max_params)
+                   settings.epochs, settings.patience, settings.copies, settings.max_params, settings.max_mmacs)
 
     def digest(self) -> str:
-        return hashlib.sha1(json.dumps(dataclasses.asdict(self), sort_keys=True).encode()).hexdigest()[:8]
+        keyed = dataclasses.asdict(self)
+        if keyed["max_mmacs"] is None:  # studies made before the compute budget keep their names
+            del keyed["max_mmacs"]
+        return hashlib.sha1(json.dumps(keyed, sort_keys=True).encode()).hexdigest()[:8]
 
     def describe(self) -> str:
         return (f"data {self.data_sha[:12]}, split {self.split} {self.val_fraction:g}/{self.test_fraction:g} "
                 f"seed {self.seed}, {self.epochs} epochs (patience {self.patience})"
-                + (f", ≤{self.max_params:,} params" if self.max_params else ""))
+                + (f", ≤{self.max_params:,} params" if self.max_params else "")
+                + (f", ≤{self.max_mmacs:g}M MACs" if self.max_mmacs else ""))
 
     def tags(self) -> dict:
         """What every MLflow run of the study carries, so any run says what it was measured on."""
         return {TAG: self.digest(), "data_sha": self.data_sha,
                 "split": f"{self.split}:val={self.val_fraction:g},test={self.test_fraction:g}",
                 "seed": self.seed, "max_epochs": self.epochs, "patience": self.patience,
-                "max_params": self.max_params or "none"}
+                "max_params": self.max_params or "none", "max_mmacs": self.max_mmacs or "none"}
 
     def name(self, space: str, explicit: str | None) -> str:
         return explicit or f"{space}-{self.digest()}"

@@ -35,6 +35,9 @@ def parse(argv):
     ap.add_argument("--max-params", type=int, default=None,
                     help="refuse configs with more parameters, before training (default: the space's "
                          "edge budget, 250,000 for cnn; 0 = none)")
+    ap.add_argument("--max-mmacs", type=float, default=None,
+                    help="refuse configs that need more millions of multiply-accumulates per image, before "
+                         "training: a compute budget that holds on any device (default: none)")
     ap.add_argument("--sampler", choices=SAMPLERS, default="tpe")
     ap.add_argument("--pruner", choices=PRUNERS, default="hyperband",
                     help="multi-fidelity over epochs by default (Hyperband)")
@@ -94,7 +97,7 @@ def main(argv=None):
         args.engine = "manual"
     engines = make_engines(args)  # flag errors surface before any data is read
     max_params = space.max_params if args.max_params is None else (args.max_params or None)
-    settings = dataclasses.replace(settings_from(args), max_params=max_params)
+    settings = dataclasses.replace(settings_from(args), max_params=max_params, max_mmacs=args.max_mmacs or None)
     budget = Budget(args.trials, args.timeout, args.seed, "")  # the clock starts before the data loads
     data = data_mod.load(args.data)
     print(f"data: {args.data} ({len(data)} faces, {data.fully_labelled} fully labelled)", flush=True)
@@ -103,7 +106,8 @@ def main(argv=None):
     print(f"study: {study} ({key.describe()})", flush=True)
     params = {"space": args.space, "trials": args.trials, "epochs": args.epochs, "seed": args.seed,
               "data": args.data, "data_sha": data.sha, "split": args.split, "val_fraction": args.val_fraction,
-              "test_fraction": args.test_fraction, "max_params": max_params}
+              "test_fraction": args.test_fraction, "max_params": max_params,
+              "max_mmacs": settings.max_mmacs}
     if args.space == "paper":
         from search.paper import grid
         space = grid(args, data, settings, params, key)

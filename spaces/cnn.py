@@ -21,6 +21,9 @@ EDGE = {  # flatten head over a 3x3 map, mean-face bias, masked loss, shift/rota
     # no flip: the labels are not mirror-consistent (README, "Flip convention"); 1.66 vs 1.81 px measured
     "batch_size": 64, "imputation": "masked", "augment": "none", "aug_strength": 0.5, "aug_flip": False,
 }
+# EDGE with a 16-filter first block: the 48x48 convolutions are most of EDGE's compute, so this one
+# needs 33.5M multiply-accumulates per image to EDGE's 53.8M (0.04 vs 0.064 s/100 on 2 cores).
+EDGE_FAST = {**EDGE, "filters_1": 16}
 EDGE_SEPARABLE = {**EDGE, "filters_1": 32, "filters_2": 64, "filters_3": 128, "filters_4": 128, "conv": "separable",
                   "head": "strided", "blocks": 3}
 
@@ -49,7 +52,7 @@ SPACE = Space(
         Float("aug_strength", 0.0, 1.0),
         Categorical("aug_flip", (True, False)),
     ),
-    presets=(EDGE, EDGE_SEPARABLE, {"model": "manual"}, {"model": "baseline"}),
+    presets=(EDGE, EDGE_FAST, EDGE_SEPARABLE, {"model": "manual"}, {"model": "baseline"}),
     max_params=MAX_PARAMS,
     # The README's main job: the EDGE preset's full schedule, then what five minutes allow.
     quick_budget={"trials": 6, "epochs": 30, "timeout": 300},

@@ -78,3 +78,15 @@ def test_model_size_is_the_saved_file_and_timing_reports_its_batch(tmp_path):
     np.testing.assert_allclose(reloaded.predict(x, verbose=0), model.predict(x, verbose=0), rtol=1e-5)
     timing = metrics.inference_time(model, repeats=2, warmup=1)
     assert timing["inference_batch"] == 100 and timing["inference_s_per_100"] > 0 and timing["latency_ms"] > 0
+
+
+def test_mmacs_counts_each_layer_from_its_shapes():
+    inputs = keras.Input((8, 8, 1))
+    x = keras.layers.Conv2D(4, 3, padding="same")(inputs)                    # 8*8 * 9*1*4  = 2304
+    x = keras.layers.SeparableConv2D(6, 3, strides=2, padding="same")(x)      # 4*4 * (9*4 + 4*6) = 960
+    x = keras.layers.Flatten()(x)
+    outputs = keras.layers.Dense(3)(x)                                        # 96 * 3 = 288
+    assert metrics.mmacs(keras.Model(inputs, outputs)) * 1e6 == pytest.approx(2304 + 960 + 288)
+    wrapped_in = keras.Input((8, 8, 1))
+    assert metrics.mmacs(keras.Model(wrapped_in, keras.Model(inputs, outputs)(wrapped_in))) * 1e6 == \
+        pytest.approx(3552)

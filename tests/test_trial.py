@@ -38,3 +38,14 @@ def test_a_diverging_config_fails_with_a_reason(tmp_path):
         run_trial({"model": "cnn", "blocks": 2, "filters_1": 8, "filters_2": 8, "batch_norm": False,
                    "learning_rate": 1e12, "optimizer": "sgd", "augment": "none"}, d,
                   TrialSettings(epochs=2, split="random"), out_dir=tmp_path / "o")
+
+
+def test_a_config_over_the_compute_budget_is_rejected_before_training(tmp_path):
+    from train.trial import Rejected
+    d = data.load(write_training_csv(tmp_path / "t.csv", n=24))
+    config = {"model": "cnn", "blocks": 2, "filters_1": 8, "filters_2": 8, "dense_units": 0}
+    with pytest.raises(Rejected, match="multiply-accumulates per image is over the budget of 0.01M"):
+        run_trial(config, d, TrialSettings(epochs=50, split="random", max_mmacs=0.01), out_dir=tmp_path / "o")
+    assert not (tmp_path / "o").exists()  # nothing trained, nothing written
+    done = run_trial(config, d, TrialSettings(epochs=1, split="random", max_mmacs=1e6), out_dir=tmp_path / "p")
+    assert 0 < done.metrics["mmacs"] < 1e6

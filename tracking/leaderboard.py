@@ -18,7 +18,7 @@ from pathlib import Path
 from train.errors import UserError, cli
 
 # Ranking is on validation RMSE (what the engines selected on) or a cost; test RMSE is shown, never ranked on.
-METRIC_COLUMNS = ("rmse", "params", "size_mb", "inference_s_per_100", "latency_ms")
+METRIC_COLUMNS = ("rmse", "params", "mmacs", "size_mb", "inference_s_per_100", "latency_ms")
 SHOWN_METRICS = (*METRIC_COLUMNS, "test_rmse")
 KEY_PARAMS = ("blocks", "filters_1", "filters_2", "filters_3", "filters_4", "filters_5", "kernel_size",
               "batch_norm", "dense_units", "alpha", "input_size", "fine_tune", "dropout", "learning_rate",
@@ -90,34 +90,32 @@ def rank(rows: list[dict], metric: str = "rmse", top: int | None = None) -> list
     return ranked[:top] if top else ranked
 
 
-COLUMNS = ("rank", "engine", "trial", "model", "rmse", "test_rmse", "params", "size_mb", "inference_s_per_100",
+COLUMNS = ("rank", "engine", "trial", "model", "rmse", "test_rmse", "params", "mmacs", "size_mb", "inference_s_per_100",
            "pareto", "hyperparameters")
-HEADERS = ("rank", "engine", "trial", "model", "val RMSE px (ranked)", "test RMSE px", "params", "size MB",
+HEADERS = ("rank", "engine", "trial", "model", "val RMSE px (ranked)", "test RMSE px", "params", "MMACs", "size MB",
            "inference s/100", "Pareto", "key hyperparameters")
 
 
+FORMATS = {"rmse": ".3f", "test_rmse": ".3f", "params": ",.0f", "mmacs": ".1f", "size_mb": ".2f",
+           "inference_s_per_100": ".4f"}
+
+
 def _cell(key, value) -> str:
-    if key in ("rmse", "test_rmse"):
-        return f"{value:.3f}"
-    if key == "params":
-        return f"{int(value):,}"
-    if key == "size_mb":
-        return f"{value:.2f}"
-    if key == "inference_s_per_100":
-        return f"{value:.4f}"
     if key == "pareto":
         return "yes" if value else ""
-    return str(value)
+    if value is None:  # e.g. MMACs of runs logged before they were measured
+        return ""
+    return format(value, FORMATS[key]) if key in FORMATS else str(value)
 
 
 def render(rows: list[dict], fmt: str = "table") -> str:
-    cells = [[_cell(k, r[k]) for k in COLUMNS] for r in rows]
+    cells = [[_cell(k, r.get(k)) for k in COLUMNS] for r in rows]
     if fmt == "csv":
         buf = io.StringIO()
         writer = csv.writer(buf)
         writer.writerow(COLUMNS + ("latency_ms", "run_id", "key"))
         for r in rows:
-            writer.writerow([r[k] for k in COLUMNS] + [r["latency_ms"], r["run_id"], r["key"]])
+            writer.writerow([r.get(k, "") for k in COLUMNS] + [r["latency_ms"], r["run_id"], r["key"]])
         return buf.getvalue()
     if fmt == "md":
         lines = ["| " + " | ".join(HEADERS) + " |", "|" + "---|" * len(HEADERS)]

@@ -18,7 +18,7 @@ from tracking import spool, stores
 from tracking.liveness import HOST, dead_here
 
 STATUS = {"finished": "FINISHED", "failed": "FAILED", "pruned": "KILLED", "killed": "KILLED", "rejected": "KILLED"}
-METRICS = ("rmse", "test_rmse", "params", "size_mb", "inference_s_per_100", "latency_ms", "train_s", "measure_s",
+METRICS = ("rmse", "test_rmse", "params", "mmacs", "size_mb", "inference_s_per_100", "latency_ms", "train_s", "measure_s",
            "train_images_per_s", "train_images", "test_images", "mean_face_rmse", "mean_face_test_rmse")
 # Without this tag MLflow's UI opens an experiment on its GenAI overview (traces) instead of its runs.
 EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}

@@ -39,7 +39,7 @@ def save_run(result, out: Path) -> None:
 
 
 def format_metrics(m: dict) -> str:
-    return (f"RMSE {m['rmse']:.3f} px | params {m['params']:,} | size {m['size_mb']:.2f} MB | "
+    return (f"RMSE {m['rmse']:.3f} px | params {m['params']:,} | {m['mmacs']:.1f}M MACs | size {m['size_mb']:.2f} MB | "
             f"inference {m['inference_s_per_100']:.3f} s/100 images | latency {m['latency_ms']:.2f} ms | "
             f"trained {m['train_s']:.0f} s, {m['epochs']} epochs")
 

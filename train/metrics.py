@@ -1,4 +1,7 @@
-"""The one metrics path: RMSE, parameter count, model size and inference time.
+"""The one metrics path: RMSE, parameter count, compute, model size and inference time.
+
+Compute is millions of multiply-accumulates per image (MMACs) in the convolutions and dense layers:
+unlike seconds it is the same on every machine, so it can be a search's budget.
 
 Model size is the MB of the `.keras` file written by `save_model` (architecture + weights, no
 optimizer state): the same file that is logged, exported and evaluated.
@@ -35,6 +38,26 @@ def mean_face_rmse(y_train, y_val) -> float:
 def rmse_per_keypoint(y_true, y_pred) -> dict[str, float]:
     """RMSE of each keypoint over its labelled x and y cells (NaN where it has no label)."""
     return {name: rmse(y_true[:, 2 * k:2 * k + 2], y_pred[:, 2 * k:2 * k + 2]) for k, name in enumerate(NAMES)}
+
+
+def mmacs(model) -> float:
+    """Millions of multiply-accumulates for one image, counted from the layers' shapes."""
+    total = 0
+    for layer in model.layers:
+        kind = type(layer).__name__
+        if hasattr(layer, "layers"):  # a nested model, e.g. a Keras application's backbone
+            total += mmacs(layer) * 1e6
+        elif kind in ("Conv2D", "SeparableConv2D", "DepthwiseConv2D"):
+            (_, h, w, c_out), c_in = layer.output.shape, layer.input.shape[-1]
+            window = int(np.prod(layer.kernel_size))
+            if kind == "Conv2D":
+                total += h * w * window * c_in * c_out // layer.groups
+            else:  # depthwise, then (separable) the pointwise 1x1
+                total += h * w * window * c_in * getattr(layer, "depth_multiplier", 1)
+                total += h * w * c_in * c_out if kind == "SeparableConv2D" else 0
+        elif kind == "Dense":
+            total += int(np.prod(layer.input.shape[1:])) * layer.units
+    return total / 1e6
 
 
 def save_model(model, path) -> float:

@@ -63,6 +63,7 @@ class TrialSettings:
     seed: int = 0
     copies: int = 1
     max_params: int | None = None
+    max_mmacs: float | None = None  # compute per image: the edge budget that, unlike seconds, travels
     verbose: int = 0
 
 
@@ -128,6 +129,9 @@ def run_trial(config: dict, data, settings: TrialSettings | None = None,
     params = int(model.count_params())
     if settings.max_params and params > settings.max_params:
         raise Rejected(f"{params:,} parameters is over the budget of {settings.max_params:,}")
+    compute = metrics.mmacs(model)
+    if settings.max_mmacs and compute > settings.max_mmacs:
+        raise Rejected(f"{compute:.1f}M multiply-accumulates per image is over the budget of {settings.max_mmacs:g}M")
     x_train, y_train = training_set(data, train_idx, cfg, settings)
     x_val = data.images[val_idx].astype(np.float32)[..., None]
     y_val = data.keypoints[val_idx]
@@ -167,6 +171,7 @@ def run_trial(config: dict, data, settings: TrialSettings | None = None,
         "mean_face_rmse": metrics.mean_face_rmse(y_fit, y_val),
         "mean_face_test_rmse": metrics.mean_face_rmse(y_fit, y_test),
         "params": params,
+        "mmacs": compute,
         "size_mb": metrics.save_model(model, model_path),
         **metrics.inference_time(model),
         "train_s": train_s,
