@@ -82,7 +82,7 @@ def bench_preset(preset, data, epochs) -> dict:
         result = run_trial(preset_config(preset), data, TrialSettings(epochs=epochs), out_dir=out)
         m = result.metrics
         edge = litert.export(result.model, out, litert.FORMATS, result.val_images, result.val_true)
-    return {"params": m["params"], "size_mb": m["size_mb"], "rmse": m["rmse"], "epochs": m["epochs"],
+    return {"params": m["params"], "mmacs": m["mmacs"], "size_mb": m["size_mb"], "rmse": m["rmse"], "epochs": m["epochs"],
             "train_images_per_s": m["train_images_per_s"],
             "keras_predict_s_per_100": keras_predict_s_per_100(result.model),
             "compiled_call_s_per_100": m["inference_s_per_100"], "latency_ms": m["latency_ms"],
@@ -173,12 +173,14 @@ def render(results: dict) -> str:
               f"Each preset trained {results['preset_epochs']} epochs on the shared data (group split), then measured. "
               "Inference is seconds per 100 images (one batch of 100, median of repeats after warm-up); "
               "RMSE change is each LiteRT file's RMSE minus the Keras model's, on the held-back validation faces.", "",
-              "| preset | params | size MB | train images/s | Keras predict s/100 | compiled call s/100 | latency ms "
+              "| preset | measured | params | MMACs | size MB | train images/s | Keras predict s/100 | compiled call s/100 | latency ms "
               "| LiteRT fp32 s/100 | fp16 s/100 | int8 s/100 | fp16 MB | int8 MB | RMSE px | ΔRMSE fp16 | ΔRMSE int8 |",
-              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for name, p in results["presets"].items():
         e = p["litert"]
-        lines.append(f"| {name} | {p['params']:,} | {p['size_mb']:.2f} | {p['train_images_per_s']:.0f} | "
+        mmacs = f"{p['mmacs']:.1f}" if "mmacs" in p else ""
+        lines.append(f"| {name} | {p['measured']} | {p['params']:,} | {mmacs} | "
+                     f"{p['size_mb']:.2f} | {p['train_images_per_s']:.0f} | "
                      f"{p['keras_predict_s_per_100']:.4f} | {p['compiled_call_s_per_100']:.4f} | {p['latency_ms']:.2f} | "
                      f"{e['fp32']['s_per_100']:.4f} | {e['fp16']['s_per_100']:.4f} | {e['int8']['s_per_100']:.4f} | "
                      f"{e['fp16']['size_mb']:.3f} | {e['int8']['size_mb']:.3f} | {p['rmse']:.3f} | "
@@ -273,6 +275,9 @@ def main(argv=None):
     results["machine"] = machine()
     if not results.get("command"):
         results["command"] = command
+    before = next((u["date"] for u in reversed(results.get("updates", [])) if "presets" in u["sections"]), "")
+    for row in results.get("presets", {}).values():
+        row.setdefault("measured", before or "first run")
     if partial:
         results.setdefault("updates", []).append({"sections": sorted(sections), "command": command,
                                                   "date": results["machine"]["date"]})
@@ -286,10 +291,11 @@ def main(argv=None):
     if "presets" in sections:
         faces = data_mod.load(args.data)
         results["preset_epochs"] = args.preset_epochs
-        results["presets"] = {}
+        results["presets"] = results.get("presets", {}) if partial else {}  # presets not named keep their row
         for preset in args.presets.split(","):
             print(f"bench: preset {preset}", flush=True)
-            results["presets"][preset] = bench_preset(preset, faces, args.preset_epochs)
+            results["presets"][preset] = {**bench_preset(preset, faces, args.preset_epochs),
+                                          "measured": results["machine"]["date"]}
     if "speed" in sections:
         results["speed_epochs"] = args.speed_epochs
         results["speed"] = bench_speed(data_mod.load(args.data), args.speed_epochs)

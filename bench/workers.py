@@ -1,7 +1,7 @@
 """bench section `workers`: the same N-trial search on 1 worker and on 2 workers sharing PostgreSQL.
 
-Each worker is a `python -m search.run` process with one TensorFlow thread (TF_NUM_INTRAOP_THREADS=1,
-TF_NUM_INTEROP_THREADS=1), so the ratio measures how the platform scales across processes (one
+Each worker is a `python -m search.run` process pinned to one core of its own, with one TensorFlow
+thread (TF_NUM_INTRAOP_THREADS=1, TF_NUM_INTEROP_THREADS=1), so the ratio measures how the platform scales across processes (one
 Optuna study on PostgreSQL, one MLflow server, one shared --trials budget), not TF's own threading.
 It needs a free core per worker to mean anything.
 """
@@ -23,6 +23,10 @@ COUNTS = (1, 2)
 def _one_thread_env(store: Path) -> dict:
     return {**os.environ, "TF_NUM_INTRAOP_THREADS": "1", "TF_NUM_INTEROP_THREADS": "1", "OMP_NUM_THREADS": "1",
             "TF_CPP_MIN_LOG_LEVEL": "2", "FKP_STORE_DIR": str(store)}
+
+
+def _pin(core: int):
+    return lambda: os.sched_setaffinity(0, {core})
 
 
 def _equal_configs(trials: int) -> list[dict]:
@@ -67,10 +71,12 @@ def bench_workers(data: str, trials: int, epochs: int, counts=COUNTS) -> dict:
             logs = [base / f"{study}-{i}.log" for i in range(n)]
             t0 = time.perf_counter()
             procs = []
-            for log in logs:
+            for i, log in enumerate(logs):
                 with open(log, "wb") as f:
+                    # tf.data keeps threads of its own: unpinned, "one thread" borrows the idle core
                     procs.append(subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT,
-                                                  env=_one_thread_env(base / "store")))
+                                                  env=_one_thread_env(base / "store"),
+                                                  preexec_fn=_pin(i % (os.cpu_count() or 1))))
             codes = [p.wait() for p in procs]
             wall = time.perf_counter() - t0
             if any(codes):
@@ -95,7 +101,8 @@ def render(r: dict) -> list[str]:
              f"The same Optuna search ({r['trials']} trials × {r['epochs']} epochs, no pruning; the trials are the "
              "EDGE preset at as many learning rates, queued with `enqueue_trial` so both runs do the same work) on 1 and on 2 "
              "`python -m search.run` processes sharing one study on PostgreSQL and one MLflow server "
-             f"(`search.cluster`), each with one TensorFlow thread, on {r['cores']} cores. Speed-up = wall time "
+             f"(`search.cluster`), each pinned to a core of its own with one TensorFlow thread, on {r['cores']} cores "
+             "(the servers unpinned). Speed-up = wall time "
              "on 1 worker / wall time on N.", "",
              "| workers | wall s | trials complete | wall s per trial | repeated configs | speed-up |",
              "|---|---|---|---|---|---|"]
