@@ -7,7 +7,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import time
 import urllib.request
@@ -18,6 +17,7 @@ import optuna
 import pytest
 
 from search import run as search_run
+from search.cluster import free_port
 from tests.fixtures import write_training_csv
 from tracking import mlflow_view, stores
 from tracking.mlflow_tracker import Tracker
@@ -28,17 +28,11 @@ pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="no chromium on PATH: `
 TINY = {"model": "cnn", "blocks": 2, "filters_1": 8, "filters_2": 8, "dense_units": 0, "augment": "none"}
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 class Server:
     """A printed command run as printed (its port swapped for a free one), stopped with its process group."""
 
     def __init__(self, command: str, default_port: int, probe: str, log):
-        self.port = _free_port()
+        self.port = free_port()
         command = command.replace(f"--port {default_port}", f"--port {self.port}")
         self.proc = subprocess.Popen(["bash", "-c", command], stdout=log, stderr=subprocess.STDOUT,
                                      start_new_session=True)

@@ -38,3 +38,9 @@ def cli(main):
             print(f"error: {cause}", file=sys.stderr)
             raise SystemExit(2) from None
     return wrapper
+
+
+def first_line(exc) -> str:
+    """A library's exception as one line for a one-line error."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

@@ -17,7 +17,7 @@ from typing import Callable
 
 import numpy as np
 
-from train.errors import UserError
+from train.errors import UserError, first_line
 from train.keypoints import COLUMNS, SIZE
 
 BATCH = 256           # images per call; the last batch is padded so the model is traced once
@@ -72,7 +72,7 @@ def _download(uri: str, tracking_uri: str | None, dst: str) -> Path:
     try:
         return Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=dst, tracking_uri=uri_store))
     except MlflowException as exc:
-        raise UserError(f"{uri}: {_first_line(exc.message)} (store {uri_store})") from None
+        raise UserError(f"{uri}: {first_line(exc.message)} (store {uri_store})") from None
 
 
 def _load_local(path: Path, label: str) -> Model:
@@ -103,7 +103,7 @@ def _keras(path: Path, label: str) -> Model:
     try:
         model = keras.models.load_model(path, compile=False)
     except Exception as exc:  # a damaged zip, a foreign file, an unknown layer: all one line
-        raise UserError(f"{label}: cannot load as a Keras model ({type(exc).__name__}: {_first_line(exc)})") from None
+        raise UserError(f"{label}: cannot load as a Keras model ({type(exc).__name__}: {first_line(exc)})") from None
     return _checked_keras(model, "keras", label)
 
 
@@ -113,7 +113,7 @@ def _mlflow_keras(path: Path, label: str) -> Model:
     try:
         model = mlflow.keras.load_model(str(path))
     except Exception as exc:
-        raise UserError(f"{label}: cannot load as an MLflow Keras model ({type(exc).__name__}: {_first_line(exc)})") from None
+        raise UserError(f"{label}: cannot load as an MLflow Keras model ({type(exc).__name__}: {first_line(exc)})") from None
     return _checked_keras(model, "mlflow keras", label)
 
 
@@ -144,14 +144,14 @@ def _litert(path: Path, label: str) -> Model:
         probe = Interpreter(model_content=content)
         inputs, outputs = probe.get_input_details(), probe.get_output_details()
     except (ValueError, RuntimeError) as exc:
-        raise UserError(f"{label}: cannot load as a LiteRT model ({_first_line(exc)})") from None
+        raise UserError(f"{label}: cannot load as a LiteRT model ({first_line(exc)})") from None
     if len(inputs) != 1 or len(outputs) != 1:
         raise UserError(f"{label}: has {len(inputs)} inputs and {len(outputs)} outputs; expected one of each")
     _check_shapes(tuple(inputs[0]["shape_signature"]), tuple(outputs[0]["shape_signature"]), label)
     try:
         runner = litert.Runner(content, BATCH)
     except (ValueError, RuntimeError) as exc:
-        raise UserError(f"{label}: cannot run a batch of {BATCH} ({_first_line(exc)})") from None
+        raise UserError(f"{label}: cannot run a batch of {BATCH} ({first_line(exc)})") from None
     return _warmed(Model("litert", label, runner))
 
 
@@ -171,7 +171,7 @@ def _warmed(model: Model) -> Model:
         y = np.asarray(model.run(np.zeros((BATCH, SIZE, SIZE, 1), np.float32)))
     except Exception as exc:
         raise UserError(f"{model.source}: fails on a batch of {SIZE}x{SIZE}x1 images "
-                        f"({type(exc).__name__}: {_first_line(exc)})") from None
+                        f"({type(exc).__name__}: {first_line(exc)})") from None
     if y.shape != (BATCH, len(COLUMNS)):
         raise UserError(f"{model.source}: returns shape {_shape(y.shape)}, not {len(COLUMNS)} keypoint coordinates")
     return model
@@ -179,8 +179,3 @@ def _warmed(model: Model) -> Model:
 
 def _shape(shape) -> str:
     return "(" + ", ".join(["batch"] + ["?" if d in (None, -1) else str(d) for d in shape[1:]]) + ")"
-
-
-def _first_line(exc) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__

@@ -20,7 +20,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's start-up chat
 
 import numpy as np  # noqa: E402
 
-from train.errors import DataError, UserError, cli  # noqa: E402
+from train.errors import DataError, UserError, cli, first_line  # noqa: E402
 from train.keypoints import COLUMNS, SIZE  # noqa: E402
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
@@ -92,7 +92,7 @@ def read_lookup(path, ids: np.ndarray, data_path: str) -> tuple[np.ndarray, np.n
     except FileNotFoundError:
         raise DataError(f"{path}: no such file") from None
     except (OSError, UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
-        raise DataError(f"{path}: not a readable CSV ({_first_line(exc)})") from None
+        raise DataError(f"{path}: not a readable CSV ({first_line(exc)})") from None
     table.columns = [str(c).strip() for c in table.columns]
     for column in LOOKUP_COLUMNS:
         if column not in table.columns:
@@ -178,11 +178,6 @@ def draw_all(folder, names, sources, pred: np.ndarray) -> None:
         used.add(out)
         picture = draw(sources(i), pred[i])
         write_atomic(folder / out, lambda tmp: picture.save(tmp, format="PNG"))
-
-
-def _first_line(exc) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 # ---- command ----------------------------------------------------------------------------------
