@@ -20,9 +20,9 @@ from train.errors import UserError, cli
 # Ranking is on validation RMSE (what the engines selected on) or a cost; test RMSE is shown, never ranked on.
 METRIC_COLUMNS = ("rmse", "params", "mmacs", "size_mb", "inference_s_per_100", "latency_ms")
 SHOWN_METRICS = (*METRIC_COLUMNS, "test_rmse")
-KEY_PARAMS = ("blocks", "filters_1", "filters_2", "filters_3", "filters_4", "filters_5", "kernel_size",
-              "batch_norm", "dense_units", "alpha", "input_size", "fine_tune", "dropout", "learning_rate",
-              "batch_size", "imputation", "augment")
+KEY_PARAMS = ("blocks", "filters_1", "filters_2", "filters_3", "filters_4", "filters_5", "conv", "kernel_size",
+              "batch_norm", "head", "dense_units", "alpha", "input_size", "fine_tune", "dropout", "learning_rate",
+              "schedule", "weight_decay", "batch_size", "imputation", "augment", "aug_strength", "aug_flip")
 
 
 def collect(tracker, study: str | None = None) -> list[dict]:
@@ -63,7 +63,7 @@ def _key_params(params: dict) -> str:
     for k in KEY_PARAMS:
         if k in params:
             v = params[k]
-            if k in ("learning_rate", "dropout"):
+            if k in ("learning_rate", "dropout", "weight_decay", "aug_strength"):
                 v = f"{float(v):.3g}"
             out.append(f"{k.replace('filters_', 'f')}={v}")
     return " ".join(out)
