@@ -142,6 +142,32 @@ def test_a_worker_killed_mid_trial_is_failed_by_its_heartbeat_and_rerun(servers,
     assert killed_run.data.tags["error"] == "process was killed during the trial"
 
 
+def test_two_workers_share_four_trials_and_one_killed_mid_trial_is_restarted(servers, tiny_csv, tmp_path):
+    """The issue's target as written: two workers on --trials 4, one SIGKILLed mid-trial and started again."""
+    study, args = "pg-two-workers", _args(servers, tiny_csv, "pg-two-workers", 4, 3)
+    env = {"FKP_HEARTBEAT_S": 1, "FKP_GRACE_S": 2}
+    logs = {name: tmp_path / f"{name}.log" for name in ("steady", "doomed", "restarted")}
+    steady = worker(args, tmp_path, logs["steady"], **env)
+    doomed = worker(args, tmp_path, logs["doomed"], **env)
+    victim = wait_for(lambda: next((t for t in _trials(servers, study, TrialState.RUNNING)
+                                    if t.user_attrs.get("pid") == doomed.pid and "mlflow_run_id" in t.user_attrs), None),
+                      "a trial of the second worker to start", proc=doomed, log=logs["doomed"])
+    os.killpg(doomed.pid, signal.SIGKILL)
+    doomed.wait()
+    assert _study(servers, study).trials[victim.number].state == TrialState.RUNNING, "it ended before the kill"
+    restarted = worker(args, tmp_path, logs["restarted"], **env)
+    for name, proc in (("steady", steady), ("restarted", restarted)):
+        out = finish(proc, logs[name])
+        assert proc.returncode == 0, out[-3000:]
+
+    trials = _trials(servers, study)
+    assert [t.state for t in trials if t.state == TrialState.COMPLETE] == [TrialState.COMPLETE] * 4
+    assert not [t.number for t in trials if t.state == TrialState.RUNNING]
+    assert trials[victim.number].state == TrialState.FAIL
+    client, _ = _runs(servers, study)
+    assert client.get_run(victim.user_attrs["mlflow_run_id"]).info.status == "FAILED"
+
+
 def test_the_database_going_away_mid_search_is_waited_for(servers, tiny_csv, tmp_path):
     study = "pg-restart"
     log = tmp_path / "worker.log"
