@@ -275,9 +275,6 @@ def main(argv=None):
     results["machine"] = machine()
     if not results.get("command"):
         results["command"] = command
-    before = next((u["date"] for u in reversed(results.get("updates", [])) if "presets" in u["sections"]), "")
-    for row in results.get("presets", {}).values():
-        row.setdefault("measured", before or "first run")
     if partial:
         results.setdefault("updates", []).append({"sections": sorted(sections), "command": command,
                                                   "date": results["machine"]["date"]})

@@ -73,7 +73,7 @@ class KerasTunerEngine(Engine):
         if space is not None:
             declare(space, KerasTunerSuggest(hp))
         common = dict(objective=objective, seed=budget.seed, max_retries_per_trial=0, hyperparameters=hp,
-                      # configs refused by --max-params are failed trials to Keras Tuner: room for them
+                      # configs refused before training (--max-params, --max-mmacs) are failed trials to Keras Tuner: room for them
                       max_consecutive_failed_trials=budget.trials + 50)
         if self.tuner_name == "random":
             return kt.oracles.RandomSearchOracle(max_trials=budget.trials, **common)

@@ -246,7 +246,8 @@ class OptunaEngine(Engine):
             if finished(study) + sum(t.state == TrialState.RUNNING for t in trials) >= budget.trials:
                 study.stop()
             elif sum("rejected" in t.user_attrs for t in trials) >= max(50, 10 * budget.trials):
-                print("[optuna] stopping: nearly every config the sampler proposes is over --max-params", flush=True)
+                print("[optuna] stopping: nearly every config the sampler proposes is refused before training "
+                      "(over --max-params or --max-mmacs, or an impossible head)", flush=True)
                 study.stop()
 
         # The callback stops at the budget; the cap only ends a loop whose trials keep failing uncounted.
