@@ -218,6 +218,8 @@ def render(results: dict) -> str:
     if "workers" in results:
         from bench.workers import render as render_workers
         lines += render_workers(results["workers"])
+    for section in results.get("sections_md", {}).values():  # written by bench.curves, bench.replay
+        lines += ["", section["markdown"].rstrip(), "", f"Made by `{section['command']}` on {section['date']}."]
     lines += ["", "## Targets", ""] + [f"- {t}" for t in results["targets"]]
     return "\n".join(lines) + "\n"
 

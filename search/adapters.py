@@ -1,4 +1,6 @@
 """Translate a neutral space (spaces/base.py) into each engine's own calls."""
+import math
+
 from spaces.base import Categorical, Fixed, Float, Int, Suggest
 
 
@@ -47,6 +49,28 @@ class KerasTunerSuggest:
             # hp.Choice would turn booleans into 0/1 and the engines would log different types.
             return self._scoped(p, lambda: self.hp.Boolean(p.name, default=p.choices[0]))
         return self._scoped(p, lambda: self.hp.Choice(p.name, list(p.choices)))
+
+    def fixed(self, p: Fixed):
+        return p.value
+
+
+class RandomSuggest:
+    """Uniform draws from a seeded generator: the configs of a learning-curve table (bench.curves)."""
+    def __init__(self, rng):
+        self.rng = rng
+
+    def int(self, p: Int):
+        if p.log:
+            return int(round(math.exp(self.rng.uniform(math.log(p.low), math.log(p.high)))))
+        return int(p.low + p.step * self.rng.integers(0, (p.high - p.low) // p.step + 1))
+
+    def float(self, p: Float):
+        if p.log:
+            return float(math.exp(self.rng.uniform(math.log(p.low), math.log(p.high))))
+        return float(self.rng.uniform(p.low, p.high))
+
+    def categorical(self, p: Categorical):
+        return p.choices[int(self.rng.integers(0, len(p.choices)))]
 
     def fixed(self, p: Fixed):
         return p.value

@@ -7,8 +7,9 @@ tracks and displays each one.
 from __future__ import annotations
 
 import sys
-import time
 from dataclasses import dataclass, field
+
+from search.study_clock import LocalClock
 
 
 @dataclass
@@ -17,10 +18,14 @@ class Budget:
     timeout: float | None  # seconds for the whole search, all engines together
     seed: int
     study: str
-    started: float = field(default_factory=time.monotonic)
+    # the process's clock until an engine puts in its study's own (search/study_clock.py)
+    clock: object = field(default_factory=LocalClock)
+
+    def used(self) -> float:
+        return self.clock.used()
 
     def seconds_left(self) -> float | None:
-        return None if self.timeout is None else max(self.timeout - (time.monotonic() - self.started), 0.0)
+        return None if self.timeout is None else max(self.timeout - self.used(), 0.0)
 
     def expired(self) -> bool:
         left = self.seconds_left()
@@ -53,6 +58,7 @@ def run_engine(engine: Engine, space, tracker, data, settings, budget: Budget, p
         print(f"[{engine.name}] MLflow run {run.info.run_name} was cut off by a killed process: marked failed")
     progress = Progress(budget.trials, settings.epochs)
     progress.seconds_left = budget.seconds_left if budget.timeout else None
+    progress.used = budget.used
     runner = TrialRunner(data, settings, tracker, progress, budget.study, parent, key)
     runner.seconds_left = progress.seconds_left
     try:

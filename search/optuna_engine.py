@@ -6,66 +6,17 @@ import warnings
 
 from search.adapters import OptunaSuggest
 from search.engine import Engine
-from spaces.base import Categorical, Fixed, Float, Int, sample
+from search.pruners import RUNG_PRUNERS, make_pruner, parse_rungs
+from search.samplers import SAMPLERS, make_sampler
+from search.study_clock import StudyClock
+from spaces.base import Fixed, sample
 from tracking import stores
 from tracking.liveness import HOST, dead_here
 from train.errors import UserError
 from train.trial import Pruned, Rejected
 
-SAMPLERS = ("tpe", "random", "cmaes", "nsga2", "grid")
-PRUNERS = ("hyperband", "halving", "median", "none")
 OBJECTIVE_METRICS = {"rmse": "rmse", "latency": "latency_ms", "params": "params", "size": "size_mb",
                      "inference": "inference_s_per_100"}
-
-
-def grid_of(space) -> dict:
-    """A small grid for GridSampler: every choice, and the ends and middle of each range."""
-    grid = {}
-    for p in space.params:
-        if isinstance(p, Categorical):
-            grid[p.name] = list(p.choices)
-        elif isinstance(p, Int):
-            mid = p.low + ((p.high - p.low) // 2 // p.step) * p.step
-            grid[p.name] = sorted({p.low, mid, p.high})
-        elif isinstance(p, Float):
-            mid = (p.low * p.high) ** 0.5 if p.log else (p.low + p.high) / 2
-            grid[p.name] = [p.low, mid, p.high]
-        elif not isinstance(p, Fixed):
-            raise TypeError(p)
-    return grid
-
-
-def make_sampler(name: str, space, seed: int):
-    import optuna
-    if name == "tpe":
-        return optuna.samplers.TPESampler(seed=seed)
-    if name == "random":
-        return optuna.samplers.RandomSampler(seed=seed)
-    if name == "cmaes":
-        # CMA-ES handles numbers only; categorical parameters fall back to random sampling.
-        return optuna.samplers.CmaEsSampler(seed=seed, warn_independent_sampling=False)
-    if name == "nsga2":
-        return optuna.samplers.NSGAIISampler(seed=seed)
-    if name == "grid":
-        return optuna.samplers.GridSampler(grid_of(space), seed=seed)
-    raise UserError(f"unknown sampler {name!r} (choose from {', '.join(SAMPLERS)})")
-
-
-def make_pruner(name: str, epochs: int):
-    """Pruners see each epoch's validation RMSE. Hyperband is multi-fidelity over epochs: many configs
-    get a few epochs, the best of them get all."""
-    import optuna
-    if name == "median":
-        return optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1)
-    if name == "hyperband":
-        # The first rung at a tenth of the budget: at epoch 1 every schedule is still warming up.
-        return optuna.pruners.HyperbandPruner(min_resource=max(1, epochs // 10), max_resource=max(epochs, 1),
-                                              reduction_factor=3)
-    if name == "halving":
-        return optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=3)
-    if name == "none":
-        return optuna.pruners.NopPruner()
-    raise UserError(f"unknown pruner {name!r} (choose from {', '.join(PRUNERS)})")
 
 
 def make_storage(url: str):
@@ -121,19 +72,32 @@ class OverBudget(Exception):
 
 
 def same_config(study, params: dict):
-    """A finished trial with exactly these values: TPE can propose a config again."""
+    """A finished or pruned trial with exactly these values: TPE can propose a config again."""
     from optuna.trial import TrialState
-    for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
-        if t.params == params:
+    for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)):
+        if t.params == params and "rejected" not in t.user_attrs and "duplicate_of" not in t.user_attrs:
             return t
     return None
+
+
+def rungs_done(study, trial) -> dict:
+    """Rung results of the attempt this trial retries (a killed worker's): never trained twice."""
+    origin = trial.user_attrs.get("retry_of")
+    if origin is None:
+        return {}
+    attrs = study.get_trials(deepcopy=False)[origin].user_attrs
+    return {int(k.split("_")[1]): v for k, v in attrs.items() if k.startswith("rung_")}
 
 
 class OptunaEngine(Engine):
     name = "optuna"
 
-    def __init__(self, sampler="tpe", pruner="hyperband", storage=None, objectives=("rmse",), warm_start=True):
-        self.pruner_name, self.warm_start = pruner, warm_start
+    def __init__(self, sampler="tpe", pruner="asha", storage=None, objectives=("rmse",), warm_start=True,
+                 rungs: str | None = None):
+        self.pruner_name, self.warm_start, self.rungs_text = pruner, warm_start, rungs
+        if rungs is not None and pruner not in RUNG_PRUNERS:
+            raise UserError(f"--rungs {rungs} needs a pruner that trains rungs ({', '.join(sorted(RUNG_PRUNERS))}), "
+                            f"not --pruner {pruner}")
         self.storage_url = stores.optuna_url(storage)
         unknown = [o for o in objectives if o not in OBJECTIVE_METRICS]
         if unknown:
@@ -142,23 +106,36 @@ class OptunaEngine(Engine):
         # Optuna cannot prune or use TPE's single-objective model on several objectives: NSGA-II runs.
         self.sampler_name = "nsga2" if len(self.objectives) > 1 and sampler == "tpe" else sampler
         make_pruner(pruner, 2)  # validate flags before any data is loaded or trained
+        if self.sampler_name not in SAMPLERS:
+            raise UserError(f"unknown sampler {sampler!r} (choose from {', '.join(SAMPLERS)})")
 
     @classmethod
     def from_args(cls, args) -> "OptunaEngine":
-        return cls(args.sampler, args.pruner, args.storage, args.objectives.split(","), not args.no_presets)
+        engine = cls(args.sampler, args.pruner, args.storage, args.objectives.split(","), not args.no_presets,
+                     args.rungs)
+        engine.rungs_for(args.epochs)  # a rung over the budget is refused before any data is read
+        return engine
+
+    def rungs_for(self, epochs: int) -> list[int]:
+        """Budgets a config is trained at before the full one (rung pruners only)."""
+        if self.pruner_name not in RUNG_PRUNERS or len(self.objectives) > 1:
+            return []
+        return parse_rungs(self.rungs_text, epochs)
 
     def describe(self) -> dict:
         from search.rdb import redact  # the run's params are readable by anyone who can see the UI
         return {"sampler": self.sampler_name, "pruner": self.pruner_name, "storage": redact(self.storage_url),
-                "objectives": ",".join(self.objectives)}
+                "objectives": ",".join(self.objectives), **({"rungs": self.rungs_text} if self.rungs_text else {})}
 
     def open_study(self, study_name: str, space, seed: int, epochs: int = 5, key=None):
         import optuna
         optuna.logging.set_verbosity(optuna.logging.WARNING)
-        sampler = make_sampler(self.sampler_name, space, seed)
+        presets = warm_starts(space) if self.warm_start else []
+        sampler = make_sampler(self.sampler_name, space, seed, presets)
         storage = make_storage(self.storage_url)
         options = dict(study_name=study_name, storage=storage, sampler=sampler,
-                       pruner=make_pruner(self.pruner_name, epochs), directions=["minimize"] * len(self.objectives))
+                       pruner=make_pruner(self.pruner_name, epochs, self.rungs_for(epochs)),
+                       directions=["minimize"] * len(self.objectives))
         try:
             study, created = optuna.create_study(**options, load_if_exists=False), True
         except optuna.exceptions.DuplicatedStudyError:
@@ -179,7 +156,8 @@ class OptunaEngine(Engine):
             # A resumed process re-seeded like the first one would replay its random draws and
             # propose finished configs again; so would a second worker joining at the same moment.
             shared = not self.storage_url.startswith("sqlite")  # a server's workers join at once; a file resumes
-            study.sampler = make_sampler(self.sampler_name, space, seed + existing + (os.getpid() if shared else 0))
+            study.sampler = make_sampler(self.sampler_name, space, seed + existing + (os.getpid() if shared else 0),
+                                         presets)
         elif self.warm_start:  # only the process that made the study: workers starting together would each enqueue
             for preset in warm_starts(space):  # a search never ends worse than its best preset
                 study.enqueue_trial(preset, skip_if_exists=True)
@@ -187,7 +165,12 @@ class OptunaEngine(Engine):
 
     def run(self, space, runner, budget) -> None:
         import optuna
-        study = self.open_study(budget.study, space, budget.seed, runner.settings.epochs, runner.key)
+        from optuna.trial import TrialState
+        epochs = runner.settings.epochs
+        study = self.open_study(budget.study, space, budget.seed, epochs, runner.key)
+        # the time budget is the study's: every worker and every resume draw on one clock
+        budget.clock = StudyClock(study, start=getattr(budget.clock, "started", None))
+        rungs = self.rungs_for(epochs)
         for number in recover(study):
             print(f"[optuna] trial #{number} was cut off by a killed process: queued to run again", flush=True)
         remaining = budget.trials - finished(study)
@@ -201,14 +184,18 @@ class OptunaEngine(Engine):
             trial.set_user_attr("host", HOST)
             trial.set_user_attr("pid", os.getpid())
             # Workers share one --trials budget: a trial beyond it (another worker got there first) stops here.
-            if finished(study) + running_before(study, trial.number) >= budget.trials:
+            if finished(study) + running_before(study, trial.number) >= budget.trials or budget.expired():
                 trial.set_user_attr("over_budget", True)
                 study.stop()
-                raise OverBudget("the study's --trials budget was used up by other workers")
+                raise OverBudget("the study's --trials or time budget was used up (by other workers, or before)")
             config = sample(space, OptunaSuggest(trial))
             twin = same_config(study, trial.params)
             if twin is not None:  # the same values already trained: reuse, do not train or list twice
                 trial.set_user_attr("duplicate_of", twin.number)
+                if twin.state == TrialState.PRUNED:
+                    for step, value in twin.intermediate_values.items():
+                        trial.report(value, step)
+                    raise optuna.TrialPruned(f"same config as pruned trial #{twin.number}")
                 return tuple(twin.values)
 
             def report(epoch, val_rmse):
@@ -218,11 +205,13 @@ class OptunaEngine(Engine):
                 if trial.should_prune():
                     raise Pruned(f"pruned at epoch {epoch + 1} (val_rmse {val_rmse:.3f})")
 
+            refs = {"optuna_study": budget.study, "optuna_trial_number": trial.number, "optuna_trial_id": trial._trial_id}
+            on_start = lambda run_id: trial.set_user_attr("mlflow_run_id", run_id)  # noqa: E731
             try:
-                result = runner("optuna", trial.number, config, report=report,
-                                refs={"optuna_study": budget.study, "optuna_trial_number": trial.number,
-                                      "optuna_trial_id": trial._trial_id},
-                                on_start=lambda run_id: trial.set_user_attr("mlflow_run_id", run_id))
+                if rungs:
+                    result = climb(trial, config, refs, on_start)
+                else:
+                    result = runner("optuna", trial.number, config, report=report, refs=refs, on_start=on_start)
             except Rejected as exc:
                 trial.set_user_attr("rejected", str(exc))
                 raise optuna.TrialPruned(str(exc)) from None
@@ -239,6 +228,22 @@ class OptunaEngine(Engine):
             from tracking.dashboard import publish_trial
             publish_trial(trial.study, trial, result, trial.user_attrs["mlflow_run_id"], runner.tracker.uri)
             return tuple(result.metrics[OBJECTIVE_METRICS[o]] for o in self.objectives)
+
+        def climb(trial, config, refs, on_start):
+            """Train at each rung with a schedule sized to it; go on only while the pruner promotes."""
+            earlier = rungs_done(study, trial)
+            for rung in rungs:
+                if rung in earlier:
+                    value = earlier[rung]
+                else:
+                    value = runner("optuna", trial.number, config, refs={**refs, "fkp_rung": f"{rung}/{epochs}"},
+                                   on_start=on_start, epochs=rung).metrics["rmse"]
+                trial.set_user_attr(f"rung_{rung}", value)
+                trial.report(value, rung)
+                if trial.should_prune():
+                    runner.progress.trial_ended(f"stopped at rung {rung}/{epochs}")
+                    raise Pruned(f"not promoted past rung {rung}/{epochs} epochs (val_rmse {value:.3f})")
+            return runner("optuna", trial.number, config, refs=refs, on_start=on_start)
 
         def stop_at_budget(study, _trial):
             from optuna.trial import TrialState

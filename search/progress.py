@@ -3,7 +3,7 @@ import sys
 import time
 
 
-def _clock(seconds: float) -> str:
+def clock(seconds: float) -> str:
     seconds = int(max(seconds, 0))
     return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}" if seconds >= 3600 else f"{seconds // 60}:{seconds % 60:02d}"
 
@@ -25,6 +25,7 @@ class Progress:
         self.plan: list | None = None  # kinds of the trials still to run, when known in advance
         self.took: dict = {}  # kind -> seconds of its finished trials
         self.seconds_left = None  # the search's --timeout clock, when it has one
+        self.used = None  # the study's wall time so far, over every worker and resume
 
     def plan_kinds(self, kinds: list) -> None:
         """A fixed list of trials (a grid): estimate time left per kind, since a NASNet cell is not a small CNN's."""
@@ -35,8 +36,8 @@ class Progress:
         clock_left = self.seconds_left() if self.seconds_left else None
         estimate = self._estimate()
         if clock_left is not None and (estimate is None or clock_left < estimate):
-            return f"{_clock(clock_left)} (--timeout)"
-        return "?" if estimate is None else _clock(estimate)
+            return f"{clock(clock_left)} (--timeout)"
+        return "?" if estimate is None else clock(estimate)
 
     def _estimate(self) -> float | None:
         if not self.done:
@@ -53,15 +54,22 @@ class Progress:
 
     def _say(self, text: str) -> None:
         best = f"{self.best:.3f}" if self.best < float("inf") else "-"
-        print(f"[{self.label}] {text} | best {best} px | elapsed {_clock(time.perf_counter() - self.start)}"
+        elapsed = clock(time.perf_counter() - self.start)
+        if self.used is not None:
+            elapsed += f" (study {clock(self.used())})"
+        print(f"[{self.label}] {text} | best {best} px | elapsed {elapsed}"
               f" | ~{self._left()} left", file=self.stream or sys.stdout, flush=True)
 
-    def trial_started(self, engine: str, number: int, config: dict) -> None:
+    def trial_started(self, engine: str, number: int, config: dict, rung: str | None = None) -> None:
         self.label = f"{engine} {self.done + 1}/{self.total}"
-        self.trial_start = time.perf_counter()
+        if not self.running:  # a trial that climbs rungs runs one step after another
+            self.trial_start = time.perf_counter()
         self.kind, self.running = kind_of(config), True
         model = config.get("model", "")
-        self._say(f"trial #{number} {model} starts")
+        self._say(f"trial #{number} {model} starts" + (f" at rung {rung} epochs" if rung else ""))
+
+    def rung_ended(self, rung: str, rmse: float) -> None:
+        self._say(f"rung {rung} epochs: val_rmse {rmse:.3f}")
 
     def epoch(self, epoch: int, epochs: int, val_rmse: float) -> None:
         self._say(f"epoch {epoch + 1}/{epochs} val_rmse {val_rmse:.3f}")
@@ -72,5 +80,5 @@ class Progress:
         self.took.setdefault(self.kind, []).append(time.perf_counter() - self.trial_start)
         if rmse is not None and rmse < self.best:
             self.best = rmse
-        took = _clock(time.perf_counter() - self.trial_start)
+        took = clock(time.perf_counter() - self.trial_start)
         self._say(f"{status}{f' rmse {rmse:.3f}' if rmse is not None else ''} in {took}")

@@ -9,7 +9,8 @@ import dataclasses
 
 from search.engines import ENGINES
 from search.keras_tuner_engine import TUNERS
-from search.optuna_engine import PRUNERS, SAMPLERS
+from search.pruners import PRUNERS
+from search.samplers import SAMPLERS
 from spaces import paper as paper_space
 from train.cli_args import add_training_flags, settings_from
 from train.errors import UserError, cli
@@ -38,9 +39,15 @@ def parse(argv):
     ap.add_argument("--max-mmacs", type=float, default=None,
                     help="refuse configs that need more millions of multiply-accumulates per image, before "
                          "training: a compute budget that holds on any device (default: none)")
-    ap.add_argument("--sampler", choices=SAMPLERS, default="tpe")
-    ap.add_argument("--pruner", choices=PRUNERS, default="hyperband",
-                    help="multi-fidelity over epochs by default (Hyperband)")
+    ap.add_argument("--sampler", choices=SAMPLERS, default="tpe",
+                    help="tpe (multivariate, grouped for the conditional space), tpe-plain (Optuna's defaults), "
+                         "random, prior (near presets / near the incumbent / random), cmaes, nsga2, grid")
+    ap.add_argument("--pruner", choices=PRUNERS, default="asha",
+                    help="asha: train each config at rungs of a ninth and a third of --epochs, each with its own "
+                         "schedule, the best third going on (default); hyperband/halving/median: stop one "
+                         "full-schedule run midway; none")
+    ap.add_argument("--rungs", default=None,
+                    help="--pruner asha: epoch budgets below --epochs, e.g. 3,10 (default: a ninth and a third)")
     ap.add_argument("--tuner", choices=TUNERS, default="random")
     ap.add_argument("--objectives", default="rmse",
                     help="comma list of rmse,latency,params,size,inference; several = multi-objective (Optuna)")
@@ -119,6 +126,10 @@ def main(argv=None):
             interrupted = True
             break
     print_summary(tracker, study, engines)
+    from search.progress import clock as _clock
+    used = budget.used()
+    print(f"\nStudy time: {_clock(used)} used (wall time while any worker ran, over every session)"
+          + (f", {_clock(max(args.timeout - used, 0))} left of --timeout {_clock(args.timeout)}" if args.timeout else ""))
     if args.register:
         from tracking.registry import register_best
         register_best(tracker, study, args.register)

@@ -48,7 +48,7 @@ class TrialRunner:
             self.tracker.log_dataset(run_id, self.data)
             if on_start:
                 on_start(run_id)
-            self.progress.trial_started(engine, number, config)
+            self.progress.trial_started(engine, number, config, (refs or {}).get("fkp_rung"))
             with tempfile.TemporaryDirectory(prefix="fkp-trial-") as out:
                 result = run_trial(config, self.data, settings, on_epoch=on_epoch, out_dir=out)
                 self.tracker.end_trial(run_id, "finished", result)
@@ -67,5 +67,9 @@ class TrialRunner:
             self.tracker.end_trial(run_id, "failed", error=f"{type(exc).__name__}: {exc}")
             self.progress.trial_ended(f"FAILED ({type(exc).__name__}: {str(exc)[:120]})")
             raise
-        self.progress.trial_ended("done", result.metrics["rmse"])
+        rung = (refs or {}).get("fkp_rung")
+        if rung:  # one step of a trial that climbs rungs: the trial itself has not ended
+            self.progress.rung_ended(rung, result.metrics["rmse"])
+        else:
+            self.progress.trial_ended("done", result.metrics["rmse"])
         return result

@@ -11,7 +11,8 @@ def print_summary(tracker, study: str, engines) -> None:
         return
     counts: dict = {}
     for run in runs:
-        key = (run.data.tags.get("fkp_engine"), run.data.tags.get("fkp_status"))
+        status = "rung runs" if run.data.tags.get("fkp_rung") else run.data.tags.get("fkp_status")
+        key = (run.data.tags.get("fkp_engine"), status)
         counts[key] = counts.get(key, 0) + 1
     print(f"\nStudy {study!r}: " + ", ".join(f"{e} {s}: {n}" for (e, s), n in sorted(counts.items())))
     rows = rank(collect(tracker, study))

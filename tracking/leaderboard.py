@@ -32,7 +32,7 @@ def collect(tracker, study: str | None = None) -> list[dict]:
         if run.info.status != "FINISHED" or "rmse" not in run.data.metrics:
             continue
         m, p, t = run.data.metrics, run.data.params, run.data.tags
-        if not math.isfinite(m["rmse"]):
+        if not math.isfinite(m["rmse"]) or t.get("fkp_rung"):  # a rung below the full budget is a forecast
             continue
         # the same config at the same fidelity by the same engine (Hyperband retrains it with more epochs)
         twin = (t.get("fkp_key", ""), t.get("fkp_engine"), t.get("max_epochs"), json.dumps(p, sort_keys=True))

@@ -113,7 +113,7 @@ class Tracker:
             status = run.data.tags.get("fkp_status", "running")
             counts[status] = counts.get(status, 0) + 1
         done = [r for r in runs if r.data.tags.get("fkp_status") == "finished" and "rmse" in r.data.metrics
-                and r.data.metrics["rmse"] == r.data.metrics["rmse"]]
+                and r.data.metrics["rmse"] == r.data.metrics["rmse"] and not r.data.tags.get("fkp_rung")]
         parent = self.client.get_run(parent_id)
         if parent_id in self._opened:
             wall = parent.data.metrics.get("wall_time_s", 0.0) + time.time() - self._opened.pop(parent_id)

@@ -155,6 +155,7 @@ def run_trial(config: dict, data, settings: TrialSettings | None = None,
               callbacks=callbacks, verbose=settings.verbose, shuffle=False)  # the pipeline reshuffles itself
     train_s = time.perf_counter() - t0
     history = {k: [float(v) for v in vals] for k, vals in hook.history.items()}
+    history["epoch_s"] = [float(v) for v in hook.epoch_s]  # learning-curve tables (bench.curves) replay seconds too
     if not history.get("loss") or any(not math.isfinite(v) for v in history["loss"]):
         raise TrialFailed(f"loss became NaN or infinite at epoch {len(history.get('loss', []))}")
 

@@ -1,0 +1,257 @@
+"""python -m bench.replay: search strategies replayed on real learning curves, on a simulated clock.
+
+The strategy (an Optuna sampler and pruner from the platform's own registries) decides exactly as in a
+real search; the backend, instead of training, looks the config up in a learning-curve table
+(bench/curves.py, or a study's own runs with --study) and advances a simulated clock by the seconds
+that training really took. So strategies are compared over many paired seeds in minutes of CPU.
+
+    python -m bench.replay --seeds 20 --budget 7200
+    python -m bench.replay --study NAME --strategies tpe+asha,random+none   # your own study's curves
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from train.errors import UserError, cli
+
+HERE = Path(__file__).resolve().parent
+# "sampler+pruner", each from search/samplers.py and search/pruners.py; a bare sampler means no pruning
+DEFAULT_STRATEGIES = ("random", "tpe-plain+hyperband", "tpe+asha", "random+asha", "prior+asha")
+LABELS = {"random": "random search", "tpe-plain+hyperband": "old default", "tpe+asha": "new default"}
+MARKS = (900, 1800, 3600, 7200)
+
+
+def parse_strategy(name: str) -> tuple[str, str]:
+    from search.pruners import PRUNERS
+    from search.samplers import SAMPLERS
+    sampler, _, pruner = name.partition("+")
+    pruner = pruner or "none"
+    if sampler not in SAMPLERS or pruner not in PRUNERS:
+        raise UserError(f"strategy {name!r}: expected SAMPLER[+PRUNER] with a sampler from {', '.join(SAMPLERS)} "
+                        f"and a pruner from {', '.join(PRUNERS)}")
+    return sampler, pruner
+
+
+@dataclass
+class Replay:
+    strategy: str
+    seed: int
+    events: list = field(default_factory=list)  # (seconds, val, test, config_id) of each full-budget trial
+    trials: int = 0
+    configs: set = field(default_factory=set)
+
+
+def simulate(bb, strategy: str, seed: int, budget_s: float, presets: bool = False) -> Replay:
+    import optuna
+    from optuna.trial import TrialState
+
+    from search.adapters import OptunaSuggest
+    from search.optuna_engine import warm_starts
+    from search.pruners import RUNG_PRUNERS, make_pruner
+    from search.samplers import make_sampler
+    from spaces.base import sample
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    sampler_name, pruner_name = parse_strategy(strategy)
+    full, rungs = bb.budgets[-1], bb.budgets[:-1]
+    starts = warm_starts(bb.space) if presets else []
+    study = optuna.create_study(sampler=make_sampler(sampler_name, bb.space, seed, starts),
+                                pruner=make_pruner(pruner_name, full, rungs))
+    for preset in starts:
+        study.enqueue_trial(preset)
+    out, clock = Replay(strategy, seed), 0.0
+    by_rung = pruner_name in RUNG_PRUNERS
+    while clock < budget_s:
+        trial = study.ask()
+        cid = bb.nearest(sample(bb.space, OptunaSuggest(trial)))
+        runs = bb.runs[cid]
+        out.trials += 1
+        out.configs.add(cid)
+        state, value = TrialState.COMPLETE, None
+        if by_rung:
+            for rung in rungs:
+                clock += runs[rung].wall_s
+                if runs[rung].status == "failed":
+                    state = TrialState.FAIL
+                    break
+                trial.report(runs[rung].final_val, rung)
+                if trial.should_prune():
+                    state = TrialState.PRUNED
+                    break
+        run = runs[full]
+        if state == TrialState.COMPLETE and run.status == "failed":
+            clock, state = clock + run.wall_s, TrialState.FAIL
+        elif state == TrialState.COMPLETE and by_rung:
+            clock += run.wall_s
+        elif state == TrialState.COMPLETE:
+            for epoch, (val, seconds) in enumerate(zip(run.val_rmse, run.epoch_s)):
+                clock += seconds
+                trial.report(val, epoch)
+                if pruner_name != "none" and epoch + 1 < len(run.val_rmse) and trial.should_prune():
+                    state = TrialState.PRUNED
+                    break
+            clock += run.overhead_s  # build and data; a pruned run is not measured, so this slightly favours none
+        if state == TrialState.COMPLETE:
+            value = run.final_val
+            study.tell(trial, value)
+            if clock <= budget_s:  # a result that lands after the deadline is not the search's
+                out.events.append((clock, run.final_val, run.test_rmse, cid))
+        else:
+            study.tell(trial, state=state)
+    return out
+
+
+def best_so_far(replay: Replay, grid: np.ndarray, empty: float) -> np.ndarray:
+    """Test RMSE of the config chosen on validation so far, at each time of the grid."""
+    values, best_val, best_test, i = np.full(len(grid), empty), math.inf, empty, 0
+    events = sorted(replay.events)
+    for k, t in enumerate(grid):
+        while i < len(events) and events[i][0] <= t:
+            if events[i][1] < best_val:
+                best_val, best_test = events[i][1], events[i][2]
+            i += 1
+        values[k] = best_test
+    return values
+
+
+def iqm(x: np.ndarray, axis=0):
+    from scipy.stats import trim_mean
+    return trim_mean(x, 0.25, axis=axis)
+
+
+def bootstrap(x: np.ndarray, n: int = 2000, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """95% percentile interval of the IQM over seeds, resampling seeds (rows) with replacement."""
+    rng = np.random.default_rng(seed)
+    picks = rng.integers(0, len(x), size=(n, len(x)))
+    stats = np.stack([iqm(x[p]) for p in picks])
+    return np.percentile(stats, 2.5, axis=0), np.percentile(stats, 97.5, axis=0)
+
+
+def summarise(curves: dict, grid: np.ndarray) -> dict:
+    out = {}
+    for name, x in curves.items():
+        lo, hi = bootstrap(x)
+        out[name] = {"iqm": iqm(x).tolist(), "lo": lo.tolist(), "hi": hi.tolist()}
+    return out
+
+
+def plot(stats: dict, grid: np.ndarray, path: Path, title: str) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(8, 5))
+    minutes = grid / 60
+    for name, s in stats.items():
+        line, = ax.plot(minutes, s["iqm"], label=f"{name} ({LABELS[name]})" if name in LABELS else name)
+        ax.fill_between(minutes, s["lo"], s["hi"], alpha=0.2, color=line.get_color())
+    finite = [v for s in stats.values() for v in s["hi"] if math.isfinite(v)]
+    lows = [v for s in stats.values() for v in s["lo"] if math.isfinite(v)]
+    if finite:
+        ax.set_ylim(min(lows) - 0.05, min(max(finite), min(lows) + 3))
+    ax.set_xlabel("simulated search time (minutes)")
+    ax.set_ylabel("test RMSE px of the config chosen on validation")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def markdown(stats, grid, replays, bb, args, png: str) -> str:
+    marks = [m for m in MARKS if m <= args.budget] or [args.budget]
+    idx = [int(np.argmin(np.abs(grid - m))) for m in marks]
+    head = "| strategy | " + " | ".join(f"{m / 60:g} min: IQM [95% CI]" for m in marks) + \
+           " | trials (mean) | full-budget trials (mean) | pool configs tried (mean) |"
+    lines = ["## Replay: strategies on real learning curves", "",
+             f"Pool: {len(bb)} configs of the `{bb.meta['space']}` space with whole curves at budgets "
+             f"{', '.join(map(str, bb.budgets))} epochs (`{args.table_name}`), each at every budget with its own "
+             f"schedule; {len(bb.dropped)} incomplete configs left out. Each strategy ran {args.seeds} paired seeds "
+             f"on a simulated clock of {args.budget / 3600:g} h (one worker), proposals answered by the nearest pool "
+             "config. Figure: test RMSE px of the config chosen on validation so far; IQM over seeds with a "
+             "bootstrap 95% interval. Before a strategy's first full-budget result its value is the pool's worst "
+             "test RMSE.", "", f"![replay]({png})", "", head, "|---|" + "---|" * (len(marks) + 3)]
+    for name, s in stats.items():
+        rs = replays[name]
+        cells = [f"{s['iqm'][i]:.3f} [{s['lo'][i]:.3f}, {s['hi'][i]:.3f}]" for i in idx]
+        lines.append(f"| {name}{f' ({LABELS[name]})' if name in LABELS else ''} | " + " | ".join(cells)
+                     + f" | {np.mean([r.trials for r in rs]):.1f} | {np.mean([len(r.events) for r in rs]):.1f}"
+                     + f" | {np.mean([len(r.configs) for r in rs]):.1f} |")
+    return "\n".join(lines)
+
+
+@cli
+def main(argv=None):
+    ap = argparse.ArgumentParser(prog="python -m bench.replay", description=__doc__.splitlines()[0])
+    ap.add_argument("--table", default=str(HERE / "curves" / "cnn.jsonl"), help="a bench.curves table")
+    ap.add_argument("--study", default=None, help="replay this study's own logged curves instead of a table")
+    ap.add_argument("--tracking-uri", default=None, help="with --study: its MLflow store (default: mlruns/)")
+    ap.add_argument("--space", default="cnn")
+    ap.add_argument("--data", default=None, help="refuse a table made on other data than this CSV")
+    ap.add_argument("--strategies", default=",".join(DEFAULT_STRATEGIES))
+    ap.add_argument("--seeds", type=int, default=20)
+    ap.add_argument("--budget", type=float, default=7200, help="simulated seconds per search (default: 2 h)")
+    ap.add_argument("--presets", action="store_true", help="warm-start each strategy with the space's presets")
+    ap.add_argument("--complete-only", action="store_true",
+                    help="leave out configs whose curves lack a budget or an epoch (else: refuse the table)")
+    ap.add_argument("--out", default=str(HERE / "replay"), help="folder for replay.png and replay.json")
+    ap.add_argument("--no-results", action="store_true", help="do not write the section of bench/results.md")
+    args = ap.parse_args(argv)
+    strategies = [s.strip() for s in args.strategies.split(",") if s.strip()]
+    for s in strategies:
+        parse_strategy(s)
+    if args.seeds < 1 or args.budget <= 0:
+        raise UserError("--seeds and --budget must be positive")
+    import spaces
+    from bench.blackbox import Blackbox, check_table
+    from bench.curves import read, table_from_study
+    space = spaces.get(args.space)
+    if args.study:
+        meta, rows = table_from_study(args.study, args.space, args.tracking_uri)
+        args.table_name = f"study {args.study}"
+    else:
+        if not Path(args.table).exists():
+            raise UserError(f"{args.table}: no such table (python -m bench.curves makes one)")
+        meta, rows = read(args.table)
+        args.table_name = Path(args.table).name
+    data_sha = None
+    if args.data:
+        from train import data as data_mod
+        data_sha = data_mod.load(args.data).sha
+    check_table(meta, args.study or args.table, args.space, data_sha)
+    bb = Blackbox(space, meta, rows, args.study or args.table, complete_only=args.complete_only)
+    for problem in bb.dropped:
+        print(f"[replay] left out: {problem}", flush=True)
+    grid = np.linspace(0, args.budget, 121)
+    empty = max(r.test_rmse for runs in bb.runs.values() for r in runs.values() if r.status == "complete")
+    replays, curves = {}, {}
+    t0 = time.perf_counter()
+    for name in strategies:
+        replays[name] = []
+        for seed in range(args.seeds):
+            replays[name].append(simulate(bb, name, seed, args.budget, args.presets))
+        curves[name] = np.stack([best_so_far(r, grid, empty) for r in replays[name]])
+        print(f"[replay] {name}: {args.seeds} seeds, mean {np.mean([r.trials for r in replays[name]]):.1f} trials, "
+              f"IQM at {args.budget / 60:g} min {iqm(curves[name])[-1]:.3f} px "
+              f"({time.perf_counter() - t0:.0f} s so far)", flush=True)
+    stats = summarise(curves, grid)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    plot(stats, grid, out / "replay.png", f"Replay on {len(bb)} real configs, {args.seeds} seeds")
+    (out / "replay.json").write_text(json.dumps({"grid_s": grid.tolist(), "stats": stats, "pool": len(bb),
+                                                 "seeds": args.seeds, "budget_s": args.budget}, indent=1))
+    md = markdown(stats, grid, replays, bb, args, "replay/replay.png" if out == HERE / "replay" else str(out / "replay.png"))
+    print(md)
+    if not args.no_results and not args.study:
+        from bench.sections import update
+        update("replay", md)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,221 @@
+"""Rungs with their own schedules, the study's own clock, learning-curve tables and their replay."""
+import json
+
+import numpy as np
+import optuna
+import pytest
+
+import spaces
+from bench import curves, replay
+from bench.blackbox import Blackbox, check_table
+from search import run as search_run
+from search.optuna_engine import rungs_done
+from search.prior_sampler import PriorSampler
+from search.pruners import RungPruner, default_rungs, parse_rungs
+from search.study_clock import StudyClock, union_seconds
+from tests.fixtures import write_training_csv
+from tracking.leaderboard import collect
+from tracking.mlflow_tracker import Tracker
+from train.errors import UserError
+
+optuna.logging.set_verbosity(optuna.logging.ERROR)
+
+
+def test_default_rungs_are_a_ninth_and_a_third_and_a_rung_over_the_budget_is_refused():
+    assert default_rungs(30) == [3, 10]
+    assert default_rungs(60) == [7, 20]
+    assert default_rungs(1) == []
+    assert parse_rungs("2,6", 30) == [2, 6]
+    with pytest.raises(UserError, match="rung 30 is not below --epochs 30"):
+        parse_rungs("3,30", 30)
+    with pytest.raises(UserError, match="comma-separated"):
+        parse_rungs("3,x", 30)
+
+
+def test_rung_over_the_budget_and_rungs_without_a_rung_pruner_exit_2_in_one_line(tiny_csv, capsys):
+    for extra in (["--epochs", "4", "--rungs", "2,4"], ["--epochs", "4", "--rungs", "2", "--pruner", "hyperband"]):
+        with pytest.raises(SystemExit) as exit_:
+            search_run.main(["--space", "cnn", "--data", str(tiny_csv), "--trials", "1", *extra])
+        assert exit_.value.code == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and "--rungs" in err
+
+
+def _trial_at(study, values: dict):
+    trial = study.ask()
+    for step, value in values.items():
+        trial.report(value, step)
+    return trial
+
+
+def test_rung_pruner_keeps_the_best_third_of_each_rung_and_ignores_other_steps():
+    study = optuna.create_study(pruner=RungPruner([3, 10]))
+    first = _trial_at(study, {3: 5.0})
+    assert not first.should_prune()  # alone: as good as the best
+    worse = _trial_at(study, {3: 6.0})
+    assert worse.should_prune()  # 2 values: only the best goes on
+    for v in (4.0, 7.0, 8.0, 9.0):
+        _trial_at(study, {3: v})
+    # 7 values at rung 3: the best 7 // 3 = 2 go on (4.0 and 5.0)
+    assert not _trial_at(study, {3: 4.5}).should_prune()
+    assert _trial_at(study, {3: 5.5}).should_prune()
+    assert not _trial_at(study, {4: 100.0}).should_prune()  # not a rung
+    assert _trial_at(study, {3: float("nan")}).should_prune()
+
+
+def test_study_clock_counts_wall_time_while_any_worker_runs_across_kills_and_resumes():
+    assert union_seconds([(0, 10), (5, 15), (20, 30)]) == 25
+    study = optuna.create_study()
+    now = [1000.0]
+    a = StudyClock(study, now=lambda: now[0])
+    now[0] = 1010.0
+    b = StudyClock(study, now=lambda: now[0])  # a second worker joins at 1010
+    now[0] = 1030.0
+    a.tick(force=True)
+    b.tick(force=True)
+    assert a.used() == pytest.approx(30.0)  # two workers for 20 s of overlap count 20 s, not 40
+    # both are killed at 1030; a resume at 2000 goes on from 30 s, not from zero
+    now[0] = 2000.0
+    c = StudyClock(study, now=lambda: now[0])
+    now[0] = 2012.0
+    assert c.used() == pytest.approx(42.0)
+
+
+def test_prior_sampler_samples_near_the_preset_and_stays_in_range():
+    space = spaces.get("cnn")
+    from search.adapters import OptunaSuggest
+    from search.optuna_engine import warm_starts
+    from spaces.base import sample
+    preset = warm_starts(space)[1]
+    study = optuna.create_study(sampler=PriorSampler([preset], seed=0))
+    same = []
+    for _ in range(30):
+        trial = study.ask()
+        config = sample(space, OptunaSuggest(trial))
+        assert 3e-4 <= config["learning_rate"] <= 1e-2 and 3 <= config["blocks"] <= 5
+        same.append(sum(config.get(k) == v for k, v in preset.items()) / len(preset))
+        study.tell(trial, float(config["learning_rate"]))
+    # about a third of the draws (plus mutations of the incumbent) keep most of the preset's choices
+    assert sum(s > 0.5 for s in same) >= 5
+    assert sum(s > 0.5 for s in same) < 30
+
+
+def _row(cid, budget, val, test, epochs=None, status="complete", config=None, preset=None):
+    epochs = budget if epochs is None else epochs
+    return {"config_id": cid, "budget": budget, "status": status, "preset": preset,
+            "config": config or {"model": "cnn", "blocks": 3, "learning_rate": 1e-3},
+            "val_rmse": [val + 1.0 / (e + 1) for e in range(epochs)], "epoch_s": [1.0] * epochs, "epochs": epochs,
+            "final_val_rmse": val, "test_rmse": test, "wall_s": epochs + 2.0}
+
+
+def _table(tmp_path, rows, budgets=(1, 3), space="cnn", data_sha="abc"):
+    path = tmp_path / "t.jsonl"
+    meta = {"space": space, "data_sha": data_sha, "budgets": list(budgets)}
+    path.write_text("\n".join(json.dumps(r) for r in [{"meta": meta}, *rows]) + "\n")
+    return path
+
+
+def _pool():
+    rows = []
+    for i, (blocks, lr) in enumerate([(3, 3e-4), (4, 1e-3), (5, 3e-3), (3, 1e-2)]):
+        config = {"model": "cnn", "blocks": blocks, "learning_rate": lr}
+        rows += [_row(f"c{i}", 1, 5.0 - i * 0.3, 0, config=config),
+                 _row(f"c{i}", 3, 3.0 - i * 0.2, 2.9 - i * 0.2, config=config)]
+    return rows
+
+
+def test_a_table_with_missing_epochs_or_budgets_or_of_another_space_or_data_is_refused_by_name(tmp_path):
+    space = spaces.get("cnn")
+    torn = _row("c9", 3, 2.0, 2.0)
+    torn["val_rmse"] = torn["val_rmse"][:2]
+    meta, rows = curves.read(_table(tmp_path, _pool() + [_row("c9", 1, 3.0, 3.0), torn]))
+    with pytest.raises(UserError, match="config c9 at budget 3: 3 epochs trained but 2 validation values.*missing epochs 3-3"):
+        Blackbox(space, meta, rows, "t.jsonl")
+    bb = Blackbox(space, meta, rows, "t.jsonl", complete_only=True)
+    assert len(bb) == 4 and len(bb.dropped) == 1
+    meta, rows = curves.read(_table(tmp_path, _pool() + [_row("c8", 1, 3.0, 3.0)]))
+    with pytest.raises(UserError, match="config c8 has no run at budget 3 epochs"):
+        Blackbox(space, meta, rows, "t.jsonl")
+    with pytest.raises(UserError, match="a table of space 'mobilenetv2', not 'cnn'"):
+        check_table({**meta, "space": "mobilenetv2"}, "t.jsonl", "cnn", None)
+    with pytest.raises(UserError, match="a table of data abc, this data is def"):
+        check_table(meta, "t.jsonl", "cnn", "def")
+
+
+def test_replay_picks_on_validation_reports_test_and_keeps_its_clock(tmp_path):
+    space = spaces.get("cnn")
+    meta, rows = curves.read(_table(tmp_path, _pool()))
+    bb = Blackbox(space, meta, rows, "t.jsonl")
+    assert bb.nearest({"model": "cnn", "blocks": 5, "learning_rate": 2.9e-3}) == "c2"
+    r = replay.simulate(bb, "random", 0, budget_s=40.0)
+    assert r.events and all(t <= 40.0 for t, *_ in r.events)
+    times = [t for t, *_ in r.events]
+    assert times == sorted(times)
+    # every full-budget trial costs 3 epochs of 1 s and 2 s outside them: 5 s each, one after another
+    assert np.allclose(np.diff([0.0, *times]) % 5.0, 0.0)
+    grid = np.array([0.0, 40.0])
+    best = replay.best_so_far(r, grid, empty=9.9)
+    chosen = min(r.events, key=lambda e: e[1])
+    assert best[0] == 9.9 and best[-1] == pytest.approx(chosen[2])
+    asha = replay.simulate(bb, "random+asha", 0, budget_s=40.0)
+    # the first trial is alone at its rung, so it goes on: 1 epoch + 2 s, then its full run, 3 epochs + 2 s
+    assert asha.events[0][0] == pytest.approx(8.0)
+    # a trial stopped at the rung costs 3 s: the clock is the sum of what each trial trained
+    assert asha.trials > len(asha.events)
+
+
+def test_replay_cli_writes_its_figure_and_refuses_unknown_strategies(tmp_path, capsys):
+    table = _table(tmp_path, _pool())
+    replay.main(["--table", str(table), "--seeds", "3", "--budget", "60", "--out", str(tmp_path / "r"),
+                 "--no-results", "--strategies", "random,tpe+asha,tpe-plain+hyperband"])
+    assert (tmp_path / "r" / "replay.png").stat().st_size > 1000
+    stats = json.loads((tmp_path / "r" / "replay.json").read_text())["stats"]
+    assert set(stats) == {"random", "tpe+asha", "tpe-plain+hyperband"}
+    assert all(lo <= m + 1e-9 and m <= hi + 1e-9 for s in stats.values() for lo, m, hi in zip(s["lo"], s["iqm"], s["hi"]))
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_:
+        replay.main(["--table", str(table), "--strategies", "tpe+magic", "--no-results"])
+    assert exit_.value.code == 2 and "strategy 'tpe+magic'" in capsys.readouterr().err
+
+
+def test_curves_table_resumes_without_retraining_and_refuses_other_settings(tmp_path, capsys):
+    data = write_training_csv(tmp_path / "d.csv", n=30)
+    out = tmp_path / "c.jsonl"
+    args = ["--data", str(data), "--configs", "1", "--budgets", "1,2", "--out", str(out), "--split", "random",
+            "--max-params", "0", "--max-mmacs", "0"]
+    curves.main(args)
+    meta, rows = curves.read(out)
+    trained = [r for r in rows if r["status"] != "rejected"]
+    assert meta["budgets"] == [1, 2] and sorted(r["budget"] for r in trained) == [1, 2]
+    assert all(len(r["val_rmse"]) == r["epochs"] == len(r["epoch_s"]) for r in trained if r["status"] == "complete")
+    out.write_text(out.read_text() + '{"config_id": "torn')  # a kill mid-line
+    curves.main(args)
+    assert curves.read(out)[1] == rows  # nothing trained twice, the torn line gone
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_:
+        curves.main([*args[:-4], "--max-params", "1000", "--max-mmacs", "0"])
+    assert exit_.value.code == 2 and "a table of other settings (max_params=None)" in capsys.readouterr().err
+
+
+def test_asha_search_trains_rungs_apart_keeps_them_off_the_leaderboard_and_never_retrains_a_rung(tmp_path, capsys):
+    data = write_training_csv(tmp_path / "d.csv", n=30)
+    args = ["--space", "cnn", "--data", str(data), "--trials", "3", "--epochs", "3", "--split", "random",
+            "--no-presets", "--study-name", "t", "--max-params", "60000", "--sampler", "random"]
+    search_run.main(args)
+    out = capsys.readouterr().out
+    assert "rung 1/3 epochs" in out and "Study time:" in out
+    study = optuna.load_study(study_name="t", storage=f"sqlite:///{tmp_path}/mlruns/optuna.db")
+    counted = [t for t in study.trials if "rejected" not in t.user_attrs]
+    assert all("rung_1" in t.user_attrs and 1 in t.intermediate_values for t in counted)
+    tracker = Tracker("cnn")
+    runs = tracker.trials(study="t")
+    rung_runs = [r for r in runs if r.data.tags.get("fkp_rung") == "1/3" and r.data.tags["fkp_status"] != "rejected"]
+    assert len(rung_runs) == len(counted)
+    assert all(r.data.tags["max_epochs"] == "1" for r in rung_runs)
+    board = collect(tracker, "t")
+    assert board and all(row["max_epochs"] == "3" for row in board)
+    # a killed attempt's rungs are reused by its retry
+    origin = counted[0]
+    retry = optuna.trial.create_trial(params=origin.params, distributions=origin.distributions, value=1.0,
+                                      user_attrs={"retry_of": origin.number})
+    assert rungs_done(study, retry) == {1: origin.user_attrs["rung_1"]}
