@@ -285,3 +285,19 @@ def test_test_csv_layout_keeps_its_image_ids(capsys, saved, tmp_path):
     assert run(capsys, saved["folder"], "--data", tmp_path / "test.csv")[0] == 0
     assert predictions()["ImageId"].tolist() == [7, 3, 11]
     np.testing.assert_allclose(predictions()[COLUMNS].to_numpy(), reference(saved["model"], images), atol=1e-3)
+
+
+def test_evaluate_scores_every_kind_of_model_predict_takes(capsys, saved, tiny_csv):
+    from train import data
+    from train.evaluate import evaluate, main
+    faces_ = data.load(tiny_csv)
+    by_kind = {kind: evaluate(saved[kind], faces_) for kind in ("folder", "keras", "tflite")}
+    assert by_kind["tflite"]["model"] == "litert" and by_kind["keras"]["model"] == "keras"
+    assert by_kind["folder"]["rmse"] == pytest.approx(by_kind["keras"]["rmse"], abs=1e-6)
+    assert by_kind["tflite"]["rmse"] == pytest.approx(by_kind["keras"]["rmse"], abs=1e-2)
+    main([str(saved["tflite"]), "--data", str(tiny_csv)])
+    assert "(litert model)" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as exit_:
+        main(["nowhere.tflite", "--data", str(tiny_csv)])
+    err = capsys.readouterr().err.strip()
+    assert exit_.value.code == 2 and len(err.splitlines()) == 1 and "nowhere.tflite" in err

@@ -49,3 +49,23 @@ def test_a_config_over_the_compute_budget_is_rejected_before_training(tmp_path):
     assert not (tmp_path / "o").exists()  # nothing trained, nothing written
     done = run_trial(config, d, TrialSettings(epochs=1, split="random", max_mmacs=1e6), out_dir=tmp_path / "p")
     assert 0 < done.metrics["mmacs"] < 1e6
+
+
+def test_refit_trains_on_training_and_validation_faces_for_every_epoch_and_keeps_the_test_faces_out(tmp_path, capsys):
+    from tests.fixtures import write_training_csv
+    from train import data as data_mod
+    from train.fit import main
+    from train.split import split3
+    path = write_training_csv(tmp_path / "d.csv", n=40)
+    config = tmp_path / "c.json"
+    config.write_text(json.dumps({"model": "cnn", "blocks": 2, "filters_1": 8, "filters_2": 8, "dense_units": 0,
+                                  "augment": "none", "learning_rate": 1e-7}))
+    main(["--config", str(config), "--data", str(path), "--split", "random", "--epochs", "3", "--patience", "1",
+          "--refit", "--out", str(tmp_path / "r")])
+    out = capsys.readouterr().out
+    assert "refit on training + validation faces | test RMSE" in out and "train rmse" in out
+    metrics = json.loads((tmp_path / "r" / "metrics.json").read_text())
+    train, val, test = split3(data_mod.load(path), 0.15, 0.15, "random", 0)
+    # a tiny learning rate never improves: early stopping at patience 1 would end at epoch 2
+    assert metrics["epochs"] == 3 and metrics["train_images"] == len(train) + len(val)
+    assert metrics["test_images"] == len(test) and np.isnan(metrics["rmse"])

@@ -153,13 +153,13 @@ def export_edge(tracker, run_id: str, out: Path, formats: list[str], data_path=N
     from mlflow.entities import Metric
 
     from train import litert
-    from train.evaluate import load_model
+    from train.model_io import keras_model
     images = y_true = None
     if data_path:
         from train import data as data_mod
         faces = data_mod.load(data_path)
         images, y_true = faces.images, faces.keypoints
-    report = litert.export(load_model(out), out, formats, images, y_true)
+    report = litert.export(keras_model(out), out, formats, images, y_true)
     (out / "litert.json").write_text(json.dumps(report, indent=2))
     now = 0
     metrics = [Metric(f"tflite_{fmt}_{k}", float(v), now, 0) for fmt, entry in report.items()

@@ -23,4 +23,5 @@ def settings_from(args, verbose: int = 0) -> TrialSettings:
     if args.epochs < 1:
         raise UserError("--epochs must be at least 1")
     return TrialSettings(epochs=args.epochs, patience=args.patience, val_fraction=args.val_fraction,
-                         test_fraction=args.test_fraction, split=args.split, seed=args.seed, copies=args.copies, verbose=verbose)
+                         test_fraction=args.test_fraction, split=args.split, seed=args.seed, copies=args.copies, verbose=verbose,
+                         refit=bool(getattr(args, "refit", False)))

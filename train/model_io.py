@@ -41,6 +41,16 @@ def load(spec: str, tracking_uri: str | None = None) -> Model:
     return _load_local(Path(spec), spec)
 
 
+def keras_model(folder):
+    """The Keras model itself in a folder holding model.keras: what LiteRT conversion starts from."""
+    import keras
+    _register_custom_objects()
+    path = Path(folder) / "model.keras"
+    if not path.exists():
+        raise UserError(f"{folder}: no model.keras here (train.fit --out or leaderboard --export-best writes one)")
+    return keras.models.load_model(path, compile=False)
+
+
 def predict(model: Model, images: np.ndarray, log: Callable[[str], None] | None = None) -> np.ndarray:
     """Keypoints in pixels of the 96x96 image, (n, 30), from (n, 96, 96) grey levels."""
     n = len(images)
