@@ -8,6 +8,7 @@ import argparse
 import json
 import os
 import pwd
+import re
 import secrets
 import shutil
 import signal
@@ -18,11 +19,19 @@ import time
 import urllib.request
 from pathlib import Path
 
+from search.rdb import redact
 from train.errors import UserError, cli
+
+
+def redact_url(url: str) -> str:
+    return redact(url).replace(':***@', '@')
 
 PG_BIN = Path(os.environ.get("FKP_PG_BIN", "/usr/lib/postgresql/15/bin"))
 DB_USER = "fkp"
+MLFLOW_USER = "fkp"
 DATABASES = ("optuna", "mlflow")
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+CREDENTIALS = "credentials.json"  # what a worker needs, secrets included: mode 600, copied to workers by hand
 
 
 def default_state_dir() -> Path:
@@ -114,6 +123,58 @@ def _public(host: str) -> str:
             return socket.gethostname()
 
 
+def check_host(host: str) -> None:
+    """One line for a --host this machine cannot listen on, before anything is started."""
+    if host in ("0.0.0.0", "::", "*"):
+        return
+    try:
+        infos = socket.getaddrinfo(host, None)
+    except socket.gaierror:
+        raise UserError(f"--host {host}: not a name this machine can resolve") from None
+    family, *_rest, address = infos[0]
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        try:
+            s.bind((address[0], 0))
+        except OSError:
+            raise UserError(f"--host {host}: not an address of this machine") from None
+
+
+def read_credentials(path) -> dict:
+    """A worker's credentials file (`up` writes it): storage URL, tracking URI, MLflow user and password."""
+    path = Path(path)
+    try:
+        mode = path.stat().st_mode
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise UserError(f"{path}: no such credentials file (search.cluster up writes {CREDENTIALS} in its state "
+                        "folder)") from None
+    except (OSError, ValueError) as exc:
+        raise UserError(f"{path}: not a readable credentials file ({type(exc).__name__})") from None
+    if mode & 0o077:
+        raise UserError(f"{path}: readable by others (mode {mode & 0o777:o}); chmod 600 it first")
+    if not isinstance(data, dict) or "storage" not in data or "tracking_uri" not in data:
+        raise UserError(f"{path}: a credentials file needs 'storage' and 'tracking_uri'")
+    return data
+
+
+def use_credentials(path) -> dict:
+    """Read the file and hand its MLflow user to this process's clients (the environment wins if set)."""
+    data = read_credentials(path)
+    if data.get("mlflow_username"):
+        os.environ.setdefault("MLFLOW_TRACKING_USERNAME", data["mlflow_username"])
+        os.environ.setdefault("MLFLOW_TRACKING_PASSWORD", data["mlflow_password"])
+    return data
+
+
+def _private_write(path: Path, text: str) -> None:
+    """Secrets: mode 600 from the first byte, written whole or not at all."""
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
 def _wait_gone(pgid: int, seconds: float) -> bool:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
@@ -152,13 +213,22 @@ class Cluster:
     def tracking_uri(self) -> str:
         return f"http://{_public(self.state['host'])}:{self.state['mlflow_port']}"
 
+    @property
+    def credentials_file(self) -> Path:
+        return self.dir / CREDENTIALS
+
+    @property
+    def auth(self) -> bool:
+        return bool(self.state.get("mlflow_password"))
+
     def _save(self) -> None:
-        # it holds the database password: private from the first byte, written whole or not at all
-        tmp = self.state_file.with_name(self.state_file.name + ".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(json.dumps(self.state, indent=2))
-        os.replace(tmp, self.state_file)
+        # it holds the passwords: private from the first byte, written whole or not at all
+        _private_write(self.state_file, json.dumps(self.state, indent=2))
+        if "password" in self.state and "mlflow_port" in self.state:
+            creds = {"storage": self.storage, "tracking_uri": self.tracking_uri}
+            if self.auth:
+                creds.update(mlflow_username=MLFLOW_USER, mlflow_password=self.state["mlflow_password"])
+            _private_write(self.credentials_file, json.dumps(creds, indent=2))
 
     # ---- PostgreSQL ---------------------------------------------------------------------
     def pg_running(self) -> bool:
@@ -244,12 +314,19 @@ class Cluster:
         artifacts = self.dir / "artifacts"
         artifacts.mkdir(parents=True, exist_ok=True)
         host = self.state["host"]
-        cmd = [tool("mlflow"), "server", "--backend-store-uri", self.db_url("mlflow", "postgresql+psycopg"),
+        # the database password goes in the environment (PGPASSWORD), not on a command line `ps` shows
+        backend = f"postgresql+psycopg://{DB_USER}@{_public(host)}:{self.state['pg_port']}/mlflow"
+        cmd = [tool("mlflow"), "server", "--backend-store-uri", backend,
                "--artifacts-destination", str(artifacts), "--serve-artifacts",
                "--host", host, "--port", str(self.state["mlflow_port"]), "--workers", "1"]
         if host in ("0.0.0.0", "::", "*"):
             cmd += ["--allowed-hosts", "*"]
-        env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+        env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", "PGPASSWORD": self.state["password"]}
+        if self.auth:
+            cmd += ["--app-name", "basic-auth"]
+            env["MLFLOW_AUTH_CONFIG_PATH"] = str(self._auth_config())
+            # CSRF protection of the auth app's forms needs one key that outlives restarts
+            env["MLFLOW_FLASK_SERVER_SECRET_KEY"] = self.state.setdefault("flask_secret", secrets.token_urlsafe(24))
         with open(self.dir / "mlflow.log", "ab") as out:
             proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
                                     start_new_session=True)  # its own process group: `down` stops all of it
@@ -258,8 +335,9 @@ class Cluster:
         t0 = next_note = time.monotonic()
         while not self.mlflow_answers():
             if proc.poll() is not None:
-                tail = (self.dir / "mlflow.log").read_text(errors="replace").strip().splitlines()[-1:]
-                raise UserError(f"mlflow server exited ({proc.returncode}): {tail[0] if tail else ''} "
+                lines = (self.dir / "mlflow.log").read_text(errors="replace").strip().splitlines()
+                said = [line for line in lines if re.match(r"^[\w.]+(Error|Exception): ", line)] or lines
+                raise UserError(f"mlflow server exited ({proc.returncode}): {said[-1] if said else ''} "
                                 f"(log: {self.dir / 'mlflow.log'})")
             if time.monotonic() - t0 > timeout:
                 self.stop_mlflow()
@@ -269,6 +347,18 @@ class Cluster:
                     f"({time.monotonic() - t0:.0f} s; first start migrates its database)")
                 next_note += 10
             time.sleep(0.5)
+
+    def _auth_config(self) -> Path:
+        """MLflow's basic-auth ini: an admin made on first start, signed-in users may read, anonymous get 401."""
+        path = self.dir / "mlflow_auth.ini"
+        _private_write(path, "[mlflow]\ndefault_permission = READ\n"
+                             f"database_uri = sqlite:///{self.dir / 'mlflow_auth.db'}\n"
+                             f"admin_username = {MLFLOW_USER}\nadmin_password = {self.state['mlflow_password']}\n"
+                             "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
+                             "grant_default_workspace_access = false\n"
+                             # without a cache every request pays a PBKDF2 hash of the password
+                             "auth_cache_ttl_seconds = 60\n")
+        return path
 
     def stop_mlflow(self) -> None:
         """Terminate the server's whole process group (gunicorn/uvicorn workers included)."""
@@ -286,7 +376,10 @@ class Cluster:
             self._save()
 
     # ---- the commands -----------------------------------------------------------------------
-    def up(self, pg_port: int = 5433, mlflow_port: int = 5001, host: str = "127.0.0.1", log=print) -> None:
+    def up(self, pg_port: int = 5433, mlflow_port: int = 5001, host: str = "127.0.0.1", log=print,
+           auth: bool | None = None) -> None:
+        """auth: MLflow's basic-auth with generated credentials; by default on unless the host is loopback."""
+        check_host(host)
         lacking = missing()
         if lacking:
             raise UserError(f"cannot start a cluster here: missing {', '.join(lacking)}")
@@ -295,6 +388,9 @@ class Cluster:
             log(f"cluster already up ({self.dir})")
             return
         self.state.setdefault("host", host)
+        if (host not in LOOPBACK if auth is None else auth) and not self.auth:
+            self.state["mlflow_password"] = secrets.token_urlsafe(18)
+            self.stop_mlflow()  # an open server from before restarts with authentication
         if not (self.data / "PG_VERSION").exists():
             self._init_pg(self.state["host"], _pick_port(host, pg_port, "PostgreSQL", log), log)
             self._save()
@@ -321,8 +417,14 @@ class Cluster:
         log(f"cluster stopped; its data stays in {self.dir} (`up` starts it again)")
 
     def describe(self) -> str:
-        return (f"  --storage '{self.storage}' --tracking-uri {self.tracking_uri}\n"
-                f"  (optuna-dashboard '{self.storage}'; MLflow UI at {self.tracking_uri})")
+        """How to pass the credentials, never the secrets: they stay in the mode-600 file."""
+        lines = [f"  --cluster {self.credentials_file}",
+                 f"  (copy that file, mode 600, to each worker machine; or pass --storage "
+                 f"'{redact_url(self.storage)}' with PGPASSWORD set, and --tracking-uri {self.tracking_uri}"
+                 + (" with MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD set" if self.auth else "") + ")",
+                 f"  MLflow UI at {self.tracking_uri}" + (" (sign in as user fkp, password in that file)" if self.auth
+                                                           else " (open to anyone who can reach it)")]
+        return "\n".join(lines)
 
 
 def parse(argv):
@@ -333,6 +435,8 @@ def parse(argv):
     ap.add_argument("--mlflow-port", type=int, default=5001, help="(0 or taken: a free one)")
     ap.add_argument("--host", default="127.0.0.1",
                     help="address both servers listen on (0.0.0.0: reachable from other machines)")
+    ap.add_argument("--auth", choices=("auto", "on", "off"), default="auto",
+                    help="MLflow basic-auth with generated credentials (auto: on unless --host is loopback)")
     return ap.parse_args(argv)
 
 
@@ -345,7 +449,7 @@ def main(argv=None):
         print(line, flush=True)
 
     if args.command == "up":
-        cluster.up(args.pg_port, args.mlflow_port, args.host, log)
+        cluster.up(args.pg_port, args.mlflow_port, args.host, log, {"auto": None, "on": True, "off": False}[args.auth])
         print("Pass these to every `python -m search.run` worker:\n" + cluster.describe())
     elif args.command == "down":
         cluster.down(log)

@@ -67,8 +67,18 @@ def run_engine(engine: Engine, space, tracker, data, settings, budget: Budget, p
         else:
             engine.run(space, runner, budget)
     except KeyboardInterrupt:
-        tracker.close_search(parent, "KILLED")
+        tracker.close_search(parent, "KILLED", study_time(budget))
         print("\ninterrupted: finished trials are saved; run the same command to resume", file=sys.stderr)
         return False
-    tracker.close_search(parent, "FINISHED")
+    tracker.close_search(parent, "FINISHED", study_time(budget))
     return True
+
+
+def study_time(budget: Budget) -> float | None:
+    """The study's own wall time, when its engine keeps a clock in the study (not a process's own)."""
+    if isinstance(budget.clock, LocalClock):
+        return None
+    try:
+        return budget.used()
+    except Exception:  # a store gone away must not lose the search's status
+        return None

@@ -67,6 +67,34 @@ def running_before(study, number: int) -> int:
     return sum(1 for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)) if t.number < number)
 
 
+def settle(study, budget, poll: float = 5.0) -> bool:
+    """Other workers' RUNNING trials would fill the --trials budget: wait until they end (True: the study is
+    done) or one goes past its heartbeat's grace period, is failed and queued again (False: run it here).
+    A worker that died on another machine is found only by its heartbeat; without this wait the last
+    live worker would stop and leave the study one trial short."""
+    import time
+
+    import optuna
+    from optuna.trial import TrialState
+    said = False
+    while True:
+        if hasattr(study._storage, "get_heartbeat_interval") and study._storage.get_heartbeat_interval():
+            optuna.storages.fail_stale_trials(study)  # heartbeats stopped past the grace period: fail, re-queue
+        trials = study.get_trials(deepcopy=False)
+        running = sum(t.state == TrialState.RUNNING for t in trials)
+        waiting = sum(t.state == TrialState.WAITING for t in trials)
+        done = finished(study)
+        if done >= budget.trials or budget.expired():
+            return True
+        if done + running < budget.trials or waiting:
+            return False
+        if not said:
+            print(f"[optuna] {running} trial(s) of other workers would end the study: waiting for them, or for "
+                  "their heartbeat to go stale (then their trial runs here)", flush=True)
+            said = True
+        time.sleep(poll)
+
+
 class OverBudget(Exception):
     """A trial another worker's trials left no room for: failed at once, never trained or counted."""
 
@@ -81,11 +109,12 @@ def same_config(study, params: dict):
 
 
 def rungs_done(study, trial) -> dict:
-    """Rung results of the attempt this trial retries (a killed worker's): never trained twice."""
-    origin = trial.user_attrs.get("retry_of")
-    if origin is None:
-        return {}
-    attrs = study.get_trials(deepcopy=False)[origin].user_attrs
+    """Rung results of the attempt this trial retries, never trained twice: a process killed on this host
+    (retry_of) or a worker whose heartbeat went stale (Optuna's retry copies its user attributes)."""
+    attrs = dict(trial.user_attrs)
+    origin = attrs.get("retry_of")
+    if origin is not None:
+        attrs = {**study.get_trials(deepcopy=False)[origin].user_attrs, **attrs}
     return {int(k.split("_")[1]): v for k, v in attrs.items() if k.startswith("rung_")}
 
 
@@ -179,6 +208,9 @@ class OptunaEngine(Engine):
             return
         single = len(self.objectives) == 1
         runner.progress.total = remaining
+        if settle(study, budget):  # others hold the rest of the budget: wait for them, or take a dead one's place
+            print(f"[optuna] study {budget.study!r}: its --trials or time budget is used up", flush=True)
+            return
 
         def objective(trial):
             trial.set_user_attr("host", HOST)
@@ -246,10 +278,10 @@ class OptunaEngine(Engine):
             return runner("optuna", trial.number, config, refs=refs, on_start=on_start)
 
         def stop_at_budget(study, _trial):
-            from optuna.trial import TrialState
             trials = study.get_trials(deepcopy=False)
             if finished(study) + sum(t.state == TrialState.RUNNING for t in trials) >= budget.trials:
-                study.stop()
+                if settle(study, budget):
+                    study.stop()
             elif sum("rejected" in t.user_attrs for t in trials) >= max(50, 10 * budget.trials):
                 print("[optuna] stopping: nearly every config the sampler proposes is refused before training "
                       "(over --max-params or --max-mmacs, or an impossible head)", flush=True)

@@ -55,6 +55,9 @@ def parse(argv):
     ap.add_argument("--no-presets", action="store_true", help="skip the space's presets (manual engine) and warm starts (Optuna)")
     ap.add_argument("--storage", default=None, help="Optuna storage URL (default: sqlite under mlruns/)")
     ap.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default: sqlite under mlruns/)")
+    ap.add_argument("--cluster", metavar="FILE", default=None,
+                    help="a cluster's credentials file (search.cluster up writes it, mode 600): its --storage, "
+                         "--tracking-uri and MLflow user, so no secret is typed on a command line")
     ap.add_argument("--kt-trials", type=int, default=3,
                     help="--space paper: trials of the Keras Tuner search behind the tuned-CNN row")
     ap.add_argument("--rows", default=None,
@@ -81,6 +84,11 @@ def parse(argv):
         args.rows = wanted
     if args.trials < 1:
         raise UserError("--trials must be at least 1")
+    if args.cluster:
+        from search.cluster import use_credentials
+        creds = use_credentials(args.cluster)
+        args.storage = args.storage or creds["storage"]
+        args.tracking_uri = args.tracking_uri or creds["tracking_uri"]
     if args.timeout is not None and args.timeout <= 0:
         raise UserError("--timeout must be positive")
     return args

@@ -37,13 +37,19 @@ def private_dir(prefix: str) -> Path:
 
 @pytest.fixture(scope="session")
 def servers():
+    """With MLflow's authentication on, as on a shared host: every client of the tests and every worker
+    signs in from the environment, as a user of the cluster would."""
     skip_without_servers()
     base = private_dir("fkp-servers-")
     c = cluster.Cluster(base / "state")
     try:
-        c.up(pg_port=cluster.free_port(), mlflow_port=cluster.free_port(), log=_quiet)
+        c.up(pg_port=cluster.free_port(), mlflow_port=cluster.free_port(), log=_quiet, auth=True)
+        os.environ["MLFLOW_TRACKING_USERNAME"] = cluster.MLFLOW_USER
+        os.environ["MLFLOW_TRACKING_PASSWORD"] = c.state["mlflow_password"]
         yield c
     finally:
+        os.environ.pop("MLFLOW_TRACKING_USERNAME", None)
+        os.environ.pop("MLFLOW_TRACKING_PASSWORD", None)
         c.down(log=_quiet)
         shutil.rmtree(base, ignore_errors=True)
 

@@ -82,7 +82,10 @@ def test_cluster_up_is_idempotent_and_down_stops_both(capsys):
     try:
         cluster.main(["up", *argv])
         out = capsys.readouterr().out
-        assert "--storage 'postgresql://fkp:" in out and "--tracking-uri http://127.0.0.1:" in out
+        secret = cluster.Cluster(state).state["password"]
+        assert f"--cluster {state.resolve() / 'credentials.json'}" in out and "--tracking-uri http://127.0.0.1:" in out
+        assert secret not in out and "postgresql://fkp@127.0.0.1:" in out  # how to pass it, never the password
+        assert (state / "credentials.json").stat().st_mode & 0o777 == 0o600
         cluster.main(["up", *argv])
         assert "already up" in capsys.readouterr().out
         with pytest.raises(SystemExit) as status:
@@ -248,3 +251,59 @@ def test_keras_tuner_chief_and_a_worker_share_one_search(servers, tiny_csv, tmp_
     assert sorted(r.data.tags["kt_trial_id"] for r in runs) == ["0", "1"]
     # Trained, or refused at once by the space's parameter budget (a random config can be too big).
     assert all(r.data.tags["fkp_status"] in ("finished", "rejected") for r in runs)
+
+
+def _post(url, auth=None):
+    import base64
+    import urllib.error
+    import urllib.request
+    request = urllib.request.Request(url, data=b'{"name": "anonymous-was-here"}', method="POST",
+                                     headers={"Content-Type": "application/json"})
+    if auth:
+        request.add_header("Authorization", "Basic " + base64.b64encode(":".join(auth).encode()).decode())
+    try:
+        with urllib.request.urlopen(request, timeout=10) as r:
+            return r.status
+    except urllib.error.HTTPError as exc:
+        return exc.code
+
+
+def test_no_one_in_without_credentials_and_no_secret_in_logs_or_errors(servers, tiny_csv, tmp_path, capsys):
+    secrets = (servers.state["password"], servers.state["mlflow_password"])
+    create = f"{servers.tracking_uri}/api/2.0/mlflow/experiments/create"
+    assert _post(create) == 401
+    assert _post(create, ("fkp", "wrong")) == 401
+    # a worker with the wrong password: one line, exit 2, no password
+    env = {"MLFLOW_TRACKING_PASSWORD": "wrong-password"}
+    log = tmp_path / "wrong.log"
+    proc = worker(_args(servers, tiny_csv, "auth-wrong"), tmp_path, log, **env)
+    out = finish(proc, log)
+    assert proc.returncode == 2, out
+    errors = [line for line in out.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "refused user 'fkp' (HTTP 401)" in errors[0] and "wrong-password" not in out
+    # --cluster FILE alone: storage, tracking URI and MLflow user from the mode-600 file
+    args = ["--space", "cnn", "--trials", "1", "--epochs", "1", "--split", "random", "--no-presets", "--pruner", "none",
+            "--data", str(tiny_csv), "--study-name", "auth-file", "--cluster", str(servers.credentials_file)]
+    log = tmp_path / "file.log"
+    bare = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_TRACKING_")}
+    proc = subprocess.Popen([sys.executable, "-W", "ignore", "-m", "search.run", *args], cwd=tmp_path,
+                            env={**bare, "PYTHONPATH": str(REPO), "TF_CPP_MIN_LOG_LEVEL": "2"},
+                            stdout=open(log, "wb"), stderr=subprocess.STDOUT)
+    out = finish(proc, log)
+    assert proc.returncode == 0, out
+    assert len(_trials(servers, "auth-file", TrialState.COMPLETE)) == 1
+    assert not any(s in out for s in secrets)
+    client, runs = _runs(servers, "auth-file")
+    search = client.search_runs([runs[0].info.experiment_id], "tags.fkp_role = 'search' and tags.fkp_study = 'auth-file'")
+    for run in [*runs, *search]:
+        logged = json.dumps({**run.data.params, **run.data.tags})
+        assert not any(s in logged for s in secrets)
+    assert not any(s in (servers.dir / "mlflow.log").read_text(errors="replace") for s in secrets)
+    # bad input: a missing credentials file, a host this machine does not have
+    for argv, message in ((["--cluster", str(tmp_path / "none.json")], "no such credentials file"),):
+        with pytest.raises(SystemExit) as exit_:
+            search_run.main(argv)
+        assert exit_.value.code == 2 and message in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_:
+        cluster.main(["up", "--state-dir", str(tmp_path / "x"), "--host", "203.0.113.9"])
+    assert exit_.value.code == 2 and "not an address of this machine" in capsys.readouterr().err

@@ -33,6 +33,22 @@ def code_version() -> str:
         return "unknown"
 
 
+def _refused_credentials(call, uri: str):
+    """A server that refuses this user: one line naming how to sign in, never the password."""
+    from mlflow.exceptions import MlflowException
+    try:
+        return call()
+    except MlflowException as exc:
+        code = exc.get_http_status_code()
+        if code not in (401, 403):
+            raise
+        from train.errors import UserError
+        user = os.environ.get("MLFLOW_TRACKING_USERNAME")
+        raise UserError(f"MLflow tracking server {uri} refused " + (f"user {user!r}" if user else "anonymous access")
+                        + f" (HTTP {code}): pass the cluster's --cluster FILE, or set MLFLOW_TRACKING_USERNAME "
+                          "and MLFLOW_TRACKING_PASSWORD") from None
+
+
 class Tracker:
     def __init__(self, experiment: str, uri: str | None = None):
         import logging
@@ -44,7 +60,7 @@ class Tracker:
         spool.prepare(self.uri)  # a tracking server that does not answer: one line, now
         self.client = MlflowClient(tracking_uri=self.uri)
         self.experiment = experiment
-        exp = self.client.get_experiment_by_name(experiment)
+        exp = _refused_credentials(lambda: self.client.get_experiment_by_name(experiment), self.uri)
         if exp is None:
             # By default MLflow would put artifacts under the current directory, not beside the store.
             location = f"{stores.artifact_root()}/{experiment}" if self.uri.startswith("sqlite:") else None
@@ -94,18 +110,20 @@ class Tracker:
         self._opened[run_id] = time.time()
         return run_id
 
-    def close_search(self, run_id: str, status: str = "FINISHED") -> None:
+    def close_search(self, run_id: str, status: str = "FINISHED", study_time: float | None = None) -> None:
+        """study_time: the search's wall time while any worker ran (search/study_clock.py), when known."""
         try:
-            self.summarize_search(run_id)
+            self.summarize_search(run_id, study_time)
         except Exception as exc:  # a summary must never lose the search's own status
             print(f"warning: could not summarise search run {run_id}: {exc}", flush=True)
         self.client.set_terminated(run_id, status)
 
-    def summarize_search(self, parent_id: str) -> dict:
+    def summarize_search(self, parent_id: str, study_time: float | None = None) -> dict:
         """Log on the search run what a person looks for first: the best trial and how the budget went.
 
         best_rmse is the lowest validation RMSE; best_test_rmse is the test RMSE of that same trial (the
-        test split never chooses). wall_time_s adds up every session of a resumed search."""
+        test split never chooses). worker_time_s adds up every session of every worker; wall_time_s is the
+        study's own wall time when the engine keeps one (Optuna), else the same sum (one worker)."""
         from mlflow.entities import Metric, RunTag
         runs = self.trials(parent_id)
         counts = {s: 0 for s in ("finished", "pruned", "failed", "killed", "running")}
@@ -116,12 +134,14 @@ class Tracker:
                 and r.data.metrics["rmse"] == r.data.metrics["rmse"] and not r.data.tags.get("fkp_rung")]
         parent = self.client.get_run(parent_id)
         if parent_id in self._opened:
-            wall = parent.data.metrics.get("wall_time_s", 0.0) + time.time() - self._opened.pop(parent_id)
+            before = parent.data.metrics.get("worker_time_s", parent.data.metrics.get("wall_time_s", 0.0))
+            wall = before + time.time() - self._opened.pop(parent_id)
         else:  # summarised from another process: the span of its trials
             ends = [r.info.end_time or r.info.start_time for r in runs]
             wall = (max(ends) - parent.info.start_time) / 1000 if ends else 0.0
         summary = {f"trials_{k}": float(v) for k, v in counts.items() if k != "running"}
-        summary["wall_time_s"] = wall
+        summary["worker_time_s"] = wall
+        summary["wall_time_s"] = wall if study_time is None else study_time
         tags = []
         if done:
             best = min(done, key=lambda r: r.data.metrics["rmse"])

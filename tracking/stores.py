@@ -55,8 +55,13 @@ def tool(name: str) -> str:
 
 
 def dashboard_command(storage_url: str) -> str:
-    quoted = storage_url if storage_url.startswith("sqlite:///") else f"'{storage_url}'"
-    return (f"{tool('optuna-dashboard')} {quoted} --artifact-dir {optuna_artifact_dir()} "
+    """Never with the database password: a server URL is printed without it, the password to come from
+    PGPASSWORD (or the cluster's credentials file)."""
+    import re
+    bare = re.sub(r"://([^:/@]+):[^@]*@", r"://\1@", storage_url)
+    quoted = storage_url if storage_url.startswith("sqlite:///") else f"'{bare}'"
+    prefix = "PGPASSWORD=<from the cluster's credentials file> " if bare != storage_url else ""
+    return (f"{prefix}{tool('optuna-dashboard')} {quoted} --artifact-dir {optuna_artifact_dir()} "
             f"--host 127.0.0.1 --port 8081")
 
 
