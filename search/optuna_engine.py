@@ -189,7 +189,7 @@ class OptunaEngine(Engine):
                                          presets)
         elif self.warm_start:  # only the process that made the study: workers starting together would each enqueue
             for preset in warm_starts(space):  # a search never ends worse than its best preset
-                study.enqueue_trial(preset, skip_if_exists=True)
+                study.enqueue_trial(preset, user_attrs={"warm_start": True}, skip_if_exists=True)
         return study
 
     def run(self, space, runner, budget) -> None:
@@ -240,10 +240,12 @@ class OptunaEngine(Engine):
             refs = {"optuna_study": budget.study, "optuna_trial_number": trial.number, "optuna_trial_id": trial._trial_id}
             on_start = lambda run_id: trial.set_user_attr("mlflow_run_id", run_id)  # noqa: E731
             try:
-                if rungs:
+                # a warm start is a hand-made recipe known to be good: it goes straight to the full budget
+                if rungs and not trial.user_attrs.get("warm_start"):
                     result = climb(trial, config, refs, on_start)
-                else:
-                    result = runner("optuna", trial.number, config, report=report, refs=refs, on_start=on_start)
+                else:  # under rungs, per-epoch reports would be read as rung values: none then
+                    result = runner("optuna", trial.number, config, report=None if rungs else report, refs=refs,
+                                    on_start=on_start)
             except Rejected as exc:
                 trial.set_user_attr("rejected", str(exc))
                 raise optuna.TrialPruned(str(exc)) from None
