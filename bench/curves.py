@@ -16,6 +16,7 @@ import argparse
 import dataclasses
 import hashlib
 import json
+import os
 import time
 from pathlib import Path
 
@@ -61,13 +62,20 @@ def read(path) -> tuple[dict | None, list[dict]]:
     return meta, rows
 
 
-def _append(path: Path, record: dict) -> None:
+def _drop_torn_line(path: Path) -> None:
+    """A kill mid-write leaves a line without its end: cut it before appending, never glue onto it."""
     text = path.read_text() if path.exists() else ""
-    if text and not text.endswith("\n"):  # drop a line a kill cut short, never glue onto it
+    if text and not text.endswith("\n"):
         path.write_text(text[:text.rfind("\n") + 1])
-    with path.open("a") as fh:
-        fh.write(json.dumps(record) + "\n")
-        fh.flush()
+
+
+def _append(path: Path, record: dict) -> None:
+    # one write() of a whole line on an O_APPEND file: shards appending at once never interleave
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, (json.dumps(record) + "\n").encode())
+    finally:
+        os.close(fd)
 
 
 def table_meta(space_name, data, settings, budgets, seed) -> dict:
@@ -141,6 +149,20 @@ def table_from_study(study: str, space_name: str, tracking_uri=None) -> tuple[di
     return meta, rows
 
 
+def _fits(space, config, settings) -> bool:
+    """Whether a config is within the limits, without training it (what run_trial checks first)."""
+    from train import metrics
+    from train.errors import Rejected
+    from train.models import build
+    try:
+        model = build(config)
+    except Rejected:
+        return False
+    if settings.max_params and model.count_params() > settings.max_params:
+        return False
+    return not (settings.max_mmacs and metrics.mmacs(model) > settings.max_mmacs)
+
+
 @cli
 def main(argv=None):
     ap = argparse.ArgumentParser(prog="python -m bench.curves", description=__doc__.splitlines()[0])
@@ -152,6 +174,8 @@ def main(argv=None):
     ap.add_argument("--max-params", type=int, default=250_000)
     ap.add_argument("--max-mmacs", type=float, default=40.0)
     ap.add_argument("--out", default=str(DEFAULT_OUT))
+    ap.add_argument("--shard", default="0/1", help="I/N: train only the pool's configs whose index is I mod N, so "
+                                                   "N processes (one per core) fill one table (default: 0/1)")
     from train.cli_args import add_training_flags, settings_from
     add_training_flags(ap, epochs=30)
     args = ap.parse_args(argv)
@@ -175,9 +199,15 @@ def main(argv=None):
         diff = sorted(k for k in meta if old.get(k) != meta[k])
         raise UserError(f"{out}: a table of other settings ({', '.join(f'{k}={old.get(k)!r}' for k in diff)}); "
                         f"this run has {', '.join(f'{k}={meta[k]!r}' for k in diff)}: choose another --out")
+    try:
+        shard, shards = (int(x) for x in args.shard.split("/"))
+        assert 0 <= shard < shards
+    except (ValueError, AssertionError):
+        raise UserError(f"--shard {args.shard!r}: expected I/N with 0 <= I < N") from None
     out.parent.mkdir(parents=True, exist_ok=True)
     if old is None:
-        out.write_text(json.dumps({"meta": meta}) + "\n")
+        _append(out, {"meta": meta})
+    _drop_torn_line(out)
     done = {(r["config_id"], r["budget"]) for r in rows}
     rejected = {r["config_id"] for r in rows if r["status"] == "rejected"}
     t_start, trained, accepted = time.perf_counter(), 0, 0
@@ -207,6 +237,9 @@ def main(argv=None):
         if accepted >= args.configs:
             break
         if config_id(config) in rejected:
+            continue
+        if accepted % shards != shard:  # another shard's: counted, not trained here
+            accepted += _fits(space, config, settings)
             continue
         accepted += run(index, config, None, f"config {accepted + 1}/{args.configs} (#{index})")
     if args.presets:
