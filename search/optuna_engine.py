@@ -301,5 +301,6 @@ class OptunaEngine(Engine):
 def warm_starts(space) -> list[dict]:
     """The space's presets that are written in its own parameters, as Optuna trial values."""
     names = {p.name for p in space.params if not isinstance(p, Fixed)}
-    return [{k: v for k, v in preset.items() if k in names} for preset in space.presets
-            if set(preset) <= names | set(space.fixed)]
+    own = [preset for preset in space.presets if set(preset) <= names | set(space.fixed)
+           and all(preset.get(k, v) == v for k, v in space.fixed.items())]  # {"model": "manual"} is another model
+    return [values for values in ({k: v for k, v in p.items() if k in names} for p in own) if values]
