@@ -69,7 +69,10 @@ def test_three_workers_through_kills_a_database_restart_and_a_tracking_server_ou
     client, runs = _runs(servers, study)
     for victim in victims:  # every killed attempt failed, in both stores
         assert stored[victim.number].state == TrialState.FAIL
-        assert client.get_run(victim.user_attrs["mlflow_run_id"]).info.status == "FAILED"
+        run = client.get_run(victim.user_attrs["mlflow_run_id"])
+        # A config over --max-params is refused within a second of its run starting; a kill can land between that
+        # refusal's MLflow status and Optuna's tell, and then the run rightly says "rejected", not "failed".
+        assert (run.info.status, run.data.tags["fkp_status"]) in {("FAILED", "failed"), ("KILLED", "rejected")}
     every = client.search_runs([runs[0].info.experiment_id], f"tags.fkp_study = '{study}'", max_results=500)
     assert not [r.info.run_id for r in every if r.info.status == "RUNNING"]
     finished = [r for r in runs if r.data.tags["fkp_status"] == "finished"]

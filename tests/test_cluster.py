@@ -168,7 +168,10 @@ def test_two_workers_share_four_trials_and_one_killed_mid_trial_is_restarted(ser
     assert not [t.number for t in trials if t.state == TrialState.RUNNING]
     assert trials[victim.number].state == TrialState.FAIL
     client, _ = _runs(servers, study)
-    assert client.get_run(victim.user_attrs["mlflow_run_id"]).info.status == "FAILED"
+    run = client.get_run(victim.user_attrs["mlflow_run_id"])
+    # A config over the parameter budget is refused within a second of its run starting; the kill can land between
+    # that refusal's MLflow status and Optuna's tell, and then the run rightly says "rejected", not "failed".
+    assert (run.info.status, run.data.tags["fkp_status"]) in {("FAILED", "failed"), ("KILLED", "rejected")}
 
 
 def test_the_database_going_away_mid_search_is_waited_for(servers, tiny_csv, tmp_path):

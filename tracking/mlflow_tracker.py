@@ -64,8 +64,15 @@ class Tracker:
         if exp is None:
             # By default MLflow would put artifacts under the current directory, not beside the store.
             location = f"{stores.artifact_root()}/{experiment}" if self.uri.startswith("sqlite:") else None
-            self.experiment_id = self.client.create_experiment(experiment, artifact_location=location,
-                                                               tags=EXPERIMENT_KIND)
+            from mlflow.exceptions import MlflowException
+            try:
+                self.experiment_id = self.client.create_experiment(experiment, artifact_location=location,
+                                                                   tags=EXPERIMENT_KIND)
+            except MlflowException as exc:  # two workers starting at once on a new server: the other made it
+                if exc.error_code != "RESOURCE_ALREADY_EXISTS":
+                    raise
+                exp = self.client.get_experiment_by_name(experiment)
+                self.experiment_id = exp.experiment_id
         else:
             self.experiment_id = exp.experiment_id
             for key, value in EXPERIMENT_KIND.items():  # experiments made before the tag existed
@@ -128,6 +135,8 @@ class Tracker:
         runs = self.trials(parent_id)
         counts = {s: 0 for s in ("finished", "pruned", "failed", "killed", "running")}
         for run in runs:
+            if run.data.tags.get("fkp_rung"):  # one step of a trial that climbs rungs, not a trial
+                continue
             status = run.data.tags.get("fkp_status", "running")
             counts[status] = counts.get(status, 0) + 1
         done = [r for r in runs if r.data.tags.get("fkp_status") == "finished" and "rmse" in r.data.metrics

@@ -30,7 +30,12 @@ def state() -> str:
 def ensure(client, experiment_id: str, tags: dict) -> None:
     """Write the view on the experiment unless it is already there as it should be."""
     if tags.get(TAG) != state():
-        client.set_experiment_tag(experiment_id, TAG, state())
+        from mlflow.exceptions import MlflowException
+        try:
+            client.set_experiment_tag(experiment_id, TAG, state())
+        except MlflowException:  # workers starting at once on a new server: another one wrote this same view
+            if client.get_experiment(experiment_id).tags.get(TAG) != state():
+                raise
 
 
 def runs_url(experiment_id: str, base: str = "http://127.0.0.1:5000") -> str:
