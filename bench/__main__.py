@@ -273,7 +273,8 @@ def main(argv=None):
     partial = sections != set(SECTIONS)
     if partial and not previous:
         raise UserError("--sections needs an existing results.json to keep the other sections from")
-    results = previous if partial else {}
+    # bench.curves and bench.replay write their own sections: a full run of this one keeps them
+    results = previous if partial else {k: previous[k] for k in ("sections_md",) if k in previous}
     results["machine"] = machine()
     if not results.get("command"):
         results["command"] = command

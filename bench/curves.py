@@ -46,34 +46,42 @@ def read(path) -> tuple[dict | None, list[dict]]:
     path = Path(path)
     if not path.exists():
         return None, []
-    meta, rows = None, []
-    lines = path.read_text().splitlines()
-    for number, line in enumerate(lines, 1):
+    meta, rows, torn = None, [], []
+    for number, line in enumerate(path.read_text().splitlines(), 1):
         try:
             record = json.loads(line)
-        except json.JSONDecodeError:
-            if number == len(lines):
-                break
-            raise UserError(f"{path}: line {number} is not JSON") from None
+        except json.JSONDecodeError:  # a kill mid-write; its run was not recorded and is trained again
+            torn.append(number)
+            continue
         if "meta" in record:
             meta = record["meta"]
         else:
             rows.append(record)
+    if torn:
+        print(f"[curves] {path}: skipped {len(torn)} torn line(s) ({', '.join(map(str, torn[:5]))}), left by a kill "
+              "mid-write", flush=True)
     return meta, rows
 
 
-def _drop_torn_line(path: Path) -> None:
-    """A kill mid-write leaves a line without its end: cut it before appending, never glue onto it."""
-    text = path.read_text() if path.exists() else ""
-    if text and not text.endswith("\n"):
-        path.write_text(text[:text.rfind("\n") + 1])
+def _end_torn_line(path: Path) -> None:
+    """A kill mid-write leaves a line without its end: end it, so the next row is never glued onto it. Only
+    appends (another shard may be appending now): read() skips the torn line."""
+    if path.exists() and path.stat().st_size:
+        with open(path, "rb") as f:
+            f.seek(-1, os.SEEK_END)
+            if f.read(1) != b"\n":
+                _append_bytes(path, b"\n")
 
 
 def _append(path: Path, record: dict) -> None:
+    _append_bytes(path, (json.dumps(record) + "\n").encode())
+
+
+def _append_bytes(path: Path, data: bytes) -> None:
     # one write() of a whole line on an O_APPEND file: shards appending at once never interleave
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     try:
-        os.write(fd, (json.dumps(record) + "\n").encode())
+        os.write(fd, data)
     finally:
         os.close(fd)
 
@@ -207,7 +215,7 @@ def main(argv=None):
     out.parent.mkdir(parents=True, exist_ok=True)
     if old is None:
         _append(out, {"meta": meta})
-    _drop_torn_line(out)
+    _end_torn_line(out)
     done = {(r["config_id"], r["budget"]) for r in rows}
     rejected = {r["config_id"] for r in rows if r["status"] == "rejected"}
     t_start, trained, accepted = time.perf_counter(), 0, 0
@@ -244,7 +252,7 @@ def main(argv=None):
         accepted += run(index, config, None, f"config {accepted + 1}/{args.configs} (#{index})")
     if args.presets:
         for i, preset in enumerate(space.presets):
-            if preset.get("model", space.fixed.get("model")) == space.fixed.get("model"):
+            if i % shards == shard and preset.get("model", space.fixed.get("model")) == space.fixed.get("model"):
                 run(-1 - i, {**space.fixed, **preset}, f"preset-{i}", f"preset {i}")
     print(f"[curves] {out}: {len(read(out)[1])} rows")
 

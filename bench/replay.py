@@ -80,6 +80,7 @@ def simulate(bb, strategy: str, seed: int, budget_s: float, presets: bool = Fals
                 if runs[rung].status == "failed":
                     state = TrialState.FAIL
                     break
+                trial.set_user_attr(f"rung_{rung}", runs[rung].final_val)  # as search/optuna_engine.py's climb does
                 trial.report(runs[rung].final_val, rung)
                 if trial.should_prune():
                     state = TrialState.PRUNED

@@ -112,7 +112,8 @@ def soak(data: str, minutes: float, seed: int, gap: tuple[float, float], epochs:
             "complete": sum(t.state == TrialState.COMPLETE for t in trials),
             "pruned": sum(t.state == TrialState.PRUNED for t in trials),
             "failed_attempts": len(failed), "rerun": len([t for t in failed if t.number in retried]),
-            "lost_trials": len([t for t in failed if t.number not in retried and "error" not in t.user_attrs]),
+            "lost_trials": len([t for t in failed if t.number not in retried and "error" not in t.user_attrs
+                                and "over_budget" not in t.user_attrs]),  # over budget: never begun
             "lost_s": lost_s, "lost_share": lost_s / (wall * workers),
             "running_trials": sum(t.state == TrialState.RUNNING for t in trials),
             "running_runs": sum(r.info.status == "RUNNING" for r in runs),

@@ -65,7 +65,7 @@ def bench_workers(data: str, trials: int, epochs: int, counts=COUNTS) -> dict:
             study = f"bench-workers-{n}"
             cmd = [sys.executable, "-m", "search.run", "--space", "cnn", "--engine", "optuna", "--trials", str(trials),
                    "--epochs", str(epochs), "--data", str(data), "--study-name", study, "--pruner", "none",
-                   "--storage", servers.storage, "--tracking-uri", servers.tracking_uri]
+                   "--cluster", str(servers.credentials_file)]  # never a password on a command line (ps shows it)
             _queue(servers.storage, study, epochs, _equal_configs(trials))
             print(f"bench: {trials} trials on {n} worker(s)", flush=True)
             logs = [base / f"{study}-{i}.log" for i in range(n)]

@@ -47,8 +47,12 @@ def recover(study) -> list[int]:
         if not (dead or interrupted) or t.number in retried:
             continue
         if dead:
-            study.tell(t.number, state=TrialState.FAIL)
-        study.enqueue_trial(t.params, user_attrs={"retry_of": t.number}, skip_if_exists=False)
+            try:
+                study.tell(t.number, state=TrialState.FAIL)
+            except Exception:  # another worker on this host failed it first, and queues its retry
+                continue
+        kept = {"warm_start": True} if attrs.get("warm_start") else {}  # a preset still skips the rungs
+        study.enqueue_trial(t.params, user_attrs={"retry_of": t.number, **kept}, skip_if_exists=False)
         recovered.append(t.number)
     return recovered
 
@@ -80,6 +84,7 @@ def settle(study, budget, poll: float = 5.0) -> bool:
     while True:
         if hasattr(study._storage, "get_heartbeat_interval") and study._storage.get_heartbeat_interval():
             optuna.storages.fail_stale_trials(study)  # heartbeats stopped past the grace period: fail, re-queue
+        recover(study)  # a journal file has no heartbeat: a worker killed on this host is found by its pid
         trials = study.get_trials(deepcopy=False)
         running = sum(t.state == TrialState.RUNNING for t in trials)
         waiting = sum(t.state == TrialState.WAITING for t in trials)
@@ -218,7 +223,8 @@ class OptunaEngine(Engine):
             # Workers share one --trials budget: a trial beyond it (another worker got there first) stops here.
             if finished(study) + running_before(study, trial.number) >= budget.trials or budget.expired():
                 trial.set_user_attr("over_budget", True)
-                study.stop()
+                if settle(study, budget):  # else a dead worker's trial was queued again: the next trial takes it
+                    study.stop()
                 raise OverBudget("the study's --trials or time budget was used up (by other workers, or before)")
             config = sample(space, OptunaSuggest(trial))
             twin = same_config(study, trial.params)
@@ -267,6 +273,8 @@ class OptunaEngine(Engine):
             """Train at each rung with a schedule sized to it; go on only while the pruner promotes."""
             earlier = rungs_done(study, trial)
             for rung in rungs:
+                if rung not in earlier and budget.expired():  # a rung begun now would be cut short and misread
+                    raise Pruned(f"the study's time budget ran out before rung {rung}/{epochs}")
                 if rung in earlier:
                     value = earlier[rung]
                 else:
@@ -277,6 +285,8 @@ class OptunaEngine(Engine):
                 if trial.should_prune():
                     runner.progress.trial_ended(f"stopped at rung {rung}/{epochs}")
                     raise Pruned(f"not promoted past rung {rung}/{epochs} epochs (val_rmse {value:.3f})")
+            if budget.expired():
+                raise Pruned(f"the study's time budget ran out before the full {epochs} epochs")
             return runner("optuna", trial.number, config, refs=refs, on_start=on_start)
 
         def stop_at_budget(study, _trial):

@@ -59,11 +59,20 @@ class RungPruner(optuna.pruners.BasePruner):
         value = trial.intermediate_values[step]
         if not math.isfinite(value):
             return True
-        others = [t.intermediate_values[step] for t in study.get_trials(deepcopy=False)
-                  if t.number != trial.number and step in t.intermediate_values]
+        others = [t.user_attrs[f"rung_{step}"] for t in study.get_trials(deepcopy=False)
+                  if t.number != trial.number and _counts(t, step)]
         values = sorted([*others, value])
         keep = max(len(values) // self.eta, 1)
         return value > values[keep - 1]
+
+
+def _counts(t, step) -> bool:
+    """One measurement per config at this rung: not a duplicate's copy, not a failed attempt whose retry carries
+    its value on, not another pruner's per-epoch report (a resumed hyperband study), never NaN."""
+    from optuna.trial import TrialState
+    value = t.user_attrs.get(f"rung_{step}")
+    return (value is not None and math.isfinite(value) and t.state != TrialState.FAIL
+            and "duplicate_of" not in t.user_attrs)
 
 
 def _asha(epochs, rungs):

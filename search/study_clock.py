@@ -3,7 +3,8 @@
 Each worker process keeps one interval [start, last tick] in the study's own store; the time used is
 the length of the union of every worker's intervals, over every session. So a search killed and resumed
 goes on with the time it had left, and N workers spend N times the compute in the same wall time. A
-killed worker's interval ends at its last tick (at most TICK_S seconds are lost).
+killed worker's interval ends at its last tick. The clock ticks when the budget is read (each epoch, each
+trial, the progress line), at most once per TICK_S, so a kill loses at most an epoch's time or TICK_S.
 """
 from __future__ import annotations
 

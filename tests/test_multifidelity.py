@@ -41,9 +41,11 @@ def test_rung_over_the_budget_and_rungs_without_a_rung_pruner_exit_2_in_one_line
         assert len(err.splitlines()) == 1 and "--rungs" in err
 
 
-def _trial_at(study, values: dict):
+def _trial_at(study, values: dict, rung=True):
     trial = study.ask()
     for step, value in values.items():
+        if rung:  # as search/optuna_engine.py's climb records a rung
+            trial.set_user_attr(f"rung_{step}", value)
         trial.report(value, step)
     return trial
 
@@ -56,6 +58,7 @@ def test_rung_pruner_keeps_the_best_third_of_each_rung_and_ignores_other_steps()
     assert worse.should_prune()  # 2 values: only the best goes on
     for v in (4.0, 7.0, 8.0, 9.0):
         _trial_at(study, {3: v})
+    _trial_at(study, {3: 0.1}, rung=False)  # a per-epoch report (a resumed hyperband study): not a rung value
     # 7 values at rung 3: the best 7 // 3 = 2 go on (4.0 and 5.0)
     assert not _trial_at(study, {3: 4.5}).should_prune()
     assert _trial_at(study, {3: 5.5}).should_prune()
@@ -190,7 +193,7 @@ def test_curves_table_resumes_without_retraining_and_refuses_other_settings(tmp_
     assert all(len(r["val_rmse"]) == r["epochs"] == len(r["epoch_s"]) for r in trained if r["status"] == "complete")
     out.write_text(out.read_text() + '{"config_id": "torn')  # a kill mid-line
     curves.main(args)
-    assert curves.read(out)[1] == rows  # nothing trained twice, the torn line gone
+    assert curves.read(out)[1] == rows  # nothing trained twice, the torn line skipped
     capsys.readouterr()
     with pytest.raises(SystemExit) as exit_:
         curves.main([*args[:-4], "--max-params", "1000", "--max-mmacs", "0"])

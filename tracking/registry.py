@@ -17,7 +17,8 @@ def best_run(tracker, study: str):
     """The finished trial of `study` (any engine) with the lowest validation RMSE that logged a model."""
     runs = [r for r in tracker.trials(study=study)
             if r.info.status == "FINISHED" and math.isfinite(r.data.metrics.get("rmse", math.nan))
-            and r.outputs is not None and r.outputs.model_outputs]
+            and r.outputs is not None and r.outputs.model_outputs
+            and not r.data.tags.get("fkp_rung")]  # a rung run is a short forecast, never the model to ship
     if not runs:
         raise UserError(f"study {study!r} has no finished trial with a logged MLflow model in {tracker.uri}")
     return min(runs, key=lambda r: r.data.metrics["rmse"])
