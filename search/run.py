@@ -63,6 +63,9 @@ def parse(argv):
     ap.add_argument("--rows", default=None,
                     help="--space paper: comma list of grid rows to run (default: all). Rows: "
                          + ", ".join(paper_space.ROWS))
+    ap.add_argument("--finalize", metavar="DIR", default=None,
+                    help="after the search, its final stage with the defaults (search.finalize: top 3 configs on 2 "
+                         "seeds, refit on training + validation faces) and the shipped model exported to DIR")
     ap.add_argument("--register", metavar="NAME", default=None,
                     help="register the study's best model (lowest validation RMSE) in MLflow's registry as NAME, "
                          "alias 'best'")
@@ -138,6 +141,10 @@ def main(argv=None):
     used = budget.used()
     print(f"\nStudy time: {_clock(used)} used (wall time while any worker ran, over every session)"
           + (f", {_clock(max(args.timeout - used, 0))} left of --timeout {_clock(args.timeout)}" if args.timeout else ""))
+    if args.finalize and not interrupted:
+        from search import finalize
+        finalize.main(["--study", study, "--space", args.space, "--data", args.data, "--tracking-uri", tracker.uri,
+                       "--out", args.finalize])
     if args.register:
         from tracking.registry import register_best
         register_best(tracker, study, args.register)

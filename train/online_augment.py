@@ -64,8 +64,10 @@ def augment_batch(images, keypoints, strength: float, flip: bool, seed=None):
     return toned, moved
 
 
-def dataset(x, y, batch_size: int, strength: float, flip: bool, seed: int):
-    """A shuffled, batched tf.data pipeline that redraws the augmentation every epoch."""
+def dataset(x, y, batch_size: int, strength: float, flip: bool, seed: int, teacher=None):
+    """A shuffled, batched tf.data pipeline that redraws the augmentation every epoch. With a `teacher`, each
+    batch's targets are its labels (NaN where missing) followed by the teacher's predictions on the very
+    images the student sees, augmentations included."""
     import tensorflow as tf
     ds = tf.data.Dataset.from_tensor_slices((x, y)).shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
     ds = ds.batch(batch_size)
@@ -74,4 +76,6 @@ def dataset(x, y, batch_size: int, strength: float, flip: bool, seed: int):
                     num_parallel_calls=tf.data.AUTOTUNE)
     else:
         ds = ds.map(lambda a, b: (tf.cast(a, tf.float32), b))
+    if teacher is not None:
+        ds = ds.map(lambda a, b: (a, tf.concat([b, tf.cast(teacher(a, training=False), b.dtype)], -1)))
     return ds.prefetch(tf.data.AUTOTUNE)

@@ -67,16 +67,25 @@ class TrialSettings:
     # train on training + validation faces for exactly `epochs` (no early stopping, nothing to select on);
     # the test faces stay out, so the split and its test score are the search's own
     refit: bool = False
+    # the seed of weights, augmentation and batch order; None: `seed`, which also draws the split. A final stage
+    # retrains one config on other seeds over the same split, so the two must part.
+    train_seed: int | None = None
+    # False: the test faces are not scored (a final stage's selection runs: the test split is scored once, at its end)
+    score_test: bool = True
     verbose: int = 0
+
+    @property
+    def weights_seed(self) -> int:
+        return self.seed if self.train_seed is None else self.train_seed
 
 
 def training_set(data, train_idx, cfg, settings: TrialSettings):
     key = (data.sha or id(data), len(data), hash(train_idx.tobytes()), cfg["imputation"], cfg["augment"],
-           settings.copies, settings.seed)
+           settings.copies, settings.weights_seed)
     if key not in _prepared:
         images = data.images[train_idx].astype(np.float32)
         x, y = impute(cfg["imputation"], images, data.keypoints[train_idx])
-        x, y = augment(x, y, cfg["augment"], copies=settings.copies, seed=settings.seed)
+        x, y = augment(x, y, cfg["augment"], copies=settings.copies, seed=settings.weights_seed)
         # uint8 until a batch is drawn: a quarter of the memory, and the pipeline casts per batch
         _prepared[key] = (np.clip(np.rint(x), 0, 255).astype(np.uint8)[..., None], y.astype(np.float32))
         while len(_prepared) > 2:  # each set can be hundreds of MB
@@ -119,8 +128,10 @@ def _optimizer(cfg, total_steps: int):
 
 
 def run_trial(config: dict, data, settings: TrialSettings | None = None,
-              on_epoch: Callable[[int, dict], None] | None = None, out_dir=None) -> TrialResult:
-    """Train `config` on `data` and measure it. `on_epoch(epoch, logs)` may raise `Pruned`."""
+              on_epoch: Callable[[int, dict], None] | None = None, out_dir=None, teacher=None,
+              distil_alpha: float = 0.5) -> TrialResult:
+    """Train `config` on `data` and measure it. `on_epoch(epoch, logs)` may raise `Pruned`.
+    `teacher`: a Keras model whose predictions on each augmented batch are soft targets (distillation)."""
     settings = settings or TrialSettings()
     cfg = resolve(config)
     if not data.labelled:
@@ -129,7 +140,7 @@ def run_trial(config: dict, data, settings: TrialSettings | None = None,
                                           settings.seed)
     if settings.refit:
         train_idx = np.sort(np.concatenate([train_idx, val_idx]))
-    keras.utils.set_random_seed(settings.seed)
+    keras.utils.set_random_seed(settings.weights_seed)
     model = build(cfg)
     params = int(model.count_params())
     if settings.max_params and params > settings.max_params:
@@ -143,14 +154,15 @@ def run_trial(config: dict, data, settings: TrialSettings | None = None,
     if cfg.get("output_bias") == "mean":
         set_output_bias(model, np.nanmean(y_train, axis=0))
 
-    from train.losses import MaskedRMSE, masked_mse
+    from train.losses import DistilLoss, MaskedRMSE, masked_mse
     from train.online_augment import dataset
     batch = int(cfg["batch_size"])
     steps = -(-len(x_train) // batch)
-    model.compile(optimizer=_optimizer(cfg, steps * settings.epochs), loss=masked_mse, metrics=[MaskedRMSE()],
+    loss = masked_mse if teacher is None else DistilLoss(distil_alpha)
+    model.compile(optimizer=_optimizer(cfg, steps * settings.epochs), loss=loss, metrics=[MaskedRMSE()],
                   jit_compile=bool(cfg.get("jit_compile", False)))
     train_ds = dataset(x_train, y_train, batch, float(cfg.get("aug_strength", 0.0)), bool(cfg.get("aug_flip", False)),
-                       settings.seed)
+                       settings.weights_seed, teacher=teacher)
     hook = _EpochHook(on_epoch)
     callbacks = [hook, keras.callbacks.TerminateOnNaN()]
     watch = {}
@@ -169,6 +181,8 @@ def run_trial(config: dict, data, settings: TrialSettings | None = None,
 
     t_measure = time.perf_counter()
     val_pred = metrics.predict(model, x_val)
+    if not settings.score_test:
+        test_idx = test_idx[:0]
     x_test, y_test = data.images[test_idx], data.keypoints[test_idx]
     test_pred = metrics.predict(model, x_test) if len(test_idx) else np.empty((0, y_val.shape[1]), np.float32)
     out = Path(out_dir) if out_dir else Path(tempfile.mkdtemp(prefix="fkp-trial-"))
@@ -177,7 +191,7 @@ def run_trial(config: dict, data, settings: TrialSettings | None = None,
     result = {
         # after a refit the validation faces were trained on: no honest validation score is left
         "rmse": float("nan") if settings.refit else metrics.rmse(y_val, val_pred),
-        "test_rmse": metrics.rmse(y_test, test_pred),
+        "test_rmse": metrics.rmse(y_test, test_pred) if len(test_idx) else float("nan"),
         "mean_face_rmse": metrics.mean_face_rmse(y_fit, y_val),
         "mean_face_test_rmse": metrics.mean_face_rmse(y_fit, y_test),
         "params": params,

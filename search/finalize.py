@@ -1,0 +1,369 @@
+"""python -m search.finalize: from a study's best trials to the one model to ship.
+
+    python -m search.finalize --study NAME [--top-k 3 --seeds 2 --ensemble 3 --distil] --out docs/best
+
+1. select: the study's top-k configs by validation RMSE (finished full-budget trials of any engine, read
+   from MLflow), each retrained on `--seeds - 1` more weight seeds over the study's own split and
+   settings; the config with the lowest mean validation RMSE is chosen. The test faces are not scored.
+2. refit: the chosen config on training + validation faces. Epochs: the mean epoch at which its selection
+   runs reached their best validation RMSE, times train/(train + validation) faces, so the refit makes
+   as many optimizer steps as they did (Goodfellow et al., Deep Learning, 7.8); its schedule is planned
+   over exactly those epochs.
+3. ensemble (`--ensemble N`): refits of the N configs with the lowest mean validation RMSE.
+4. distil (`--distil`): the student (the chosen config, or `--student FILE`) trained like a refit but
+   against the ensemble's predictions on every augmented batch plus the labels where they exist; beside
+   it the same architecture trained alone; `--seeds` seeds of each.
+5. the test split, scored once per model made above and never used to choose; the model shipped is
+   declared by the flags: the distilled student (seed 0) with `--distil`, else the refit.
+6. export to `--out`: what docs/best holds (model.keras, fp16/int8 LiteRT with their RMSE change, config,
+   metrics, the command), written beside it and swapped in whole.
+
+Every trained model and its result is kept under `--work` as it finishes: the same command, killed and
+run again, trains only what had not finished. Logged to MLflow as one run linked to its study and trials.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import hashlib
+import json
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from train.errors import UserError, cli
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@dataclasses.dataclass
+class Candidate:
+    run_id: str
+    trial: str
+    rmse: float
+    config: dict
+    cid: str = ""
+
+    def __post_init__(self):
+        self.cid = hashlib.sha1(json.dumps(self.config, sort_keys=True, default=str).encode()).hexdigest()[:8]
+
+
+def study_candidates(tracker, study: str, top_k: int) -> tuple[list[Candidate], dict]:
+    """The top-k finished trials (validation RMSE) and the tags that say how the study trained them."""
+    import os
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # a bar per config.json, on stderr
+    from tracking.leaderboard import collect, one_key
+    runs = tracker.trials(study=study)
+    if not runs and not tracker.searches(study):
+        raise UserError(f"study {study!r} does not exist in {tracker.uri} (experiment {tracker.experiment!r})")
+    rows, _ = one_key(collect(tracker, study))
+    if not rows:
+        raise UserError(f"study {study!r} has no finished trial to finalize (in {tracker.uri})")
+    rows = sorted(rows, key=lambda r: r["rmse"])
+    if top_k > len(rows):
+        raise UserError(f"--top-k {top_k} is larger than the {len(rows)} finished trial(s) of study {study!r}")
+    chosen = []
+    for row in rows[:top_k]:
+        local = tracker.client.download_artifacts(row["run_id"], "config.json")
+        chosen.append(Candidate(row["run_id"], str(row["trial"]), float(row["rmse"]), json.loads(Path(local).read_text())))
+    return chosen, tracker.client.get_run(rows[0]["run_id"]).data.tags
+
+
+def study_settings(tags: dict, data):
+    """The search's own TrialSettings, read back from the tags every trial run carries."""
+    from train.trial import TrialSettings
+    if tags.get("data_sha") and tags["data_sha"] != data.sha:
+        raise UserError(f"{data.path}: not the study's data (its sha {data.sha[:12]}, the study's "
+                        f"{tags['data_sha'][:12]}): pass the --data the study was made on")
+    split, _, fractions = tags.get("split", "group:val=0.15,test=0.15").partition(":")
+    frac = dict(part.split("=") for part in fractions.split(",") if "=" in part)
+    none = lambda v, t: None if v in (None, "", "none", "None") else t(v)  # noqa: E731
+    return TrialSettings(epochs=int(tags.get("max_epochs", 30)), patience=int(tags.get("patience", 5)),
+                         val_fraction=float(frac.get("val", 0.15)), test_fraction=float(frac.get("test", 0.15)),
+                         split=split, seed=int(tags.get("seed", 0)), max_params=none(tags.get("max_params"), int),
+                         max_mmacs=none(tags.get("max_mmacs"), float))
+
+
+class Steps:
+    """Each finished training kept on disk (model + result) under a name; a rerun loads instead of training."""
+
+    def __init__(self, work: Path, plan: dict):
+        self.work = work
+        work.mkdir(parents=True, exist_ok=True)
+        state = work / "state.json"
+        self.state = json.loads(state.read_text()) if state.exists() else {"plan": plan, "steps": {}}
+        if self.state["plan"] != plan:
+            diff = sorted(k for k in {*plan, *self.state["plan"]} if plan.get(k) != self.state["plan"].get(k))
+            raise UserError(f"{work}: a final stage of other settings ({', '.join(diff)}) is kept here: pass another "
+                            "--work, or delete it to start over")
+        self._save()
+
+    def _save(self):
+        tmp = self.work / "state.json.tmp"
+        tmp.write_text(json.dumps(self.state, indent=2, default=float))
+        tmp.replace(self.work / "state.json")  # a kill never leaves half a state file
+
+    def done(self, name: str) -> dict | None:
+        return self.state["steps"].get(name)
+
+    def run(self, name: str, train) -> dict:
+        if name in self.state["steps"]:
+            print(f"[finalize] {name}: done before, kept", flush=True)
+            return self.state["steps"][name]
+        folder = self.work / name.replace("/", "_")
+        folder.mkdir(parents=True, exist_ok=True)
+        print(f"[finalize] {name}: training", flush=True)
+        result = train(folder)
+        (folder / "config.json").write_text(json.dumps(result.config, indent=2, sort_keys=True, default=str))
+        entry = {"metrics": {k: v for k, v in result.metrics.items() if isinstance(v, (int, float))},
+                 "best_epoch": int(np.nanargmin(result.history["val_rmse"])) + 1 if result.history.get("val_rmse")
+                 else result.metrics["epochs"], "model": str(folder / "model.keras"),
+                 "train_images": result.metrics["train_images"]}
+        self.state["steps"][name] = entry
+        self._save()
+        m = entry["metrics"]
+        scores = [f"{label} {m[k]:.3f} px" for label, k in (("val", "rmse"), ("test", "test_rmse")) if m[k] == m[k]]
+        print(f"[finalize] {name}: {', '.join(scores)}, {m['epochs']} epochs, {m['train_s']:.0f} s", flush=True)
+        return entry
+
+    def model(self, name: str):
+        from train.model_io import keras_model
+        return keras_model(Path(self.state["steps"][name]["model"]).parent)
+
+
+def finalize(args, tracker, data, log=print) -> dict:
+    from train.trial import run_trial
+    candidates, tags = study_candidates(tracker, args.study, args.top_k)
+    base = study_settings(tags, data)
+    if args.max_params is not None:
+        base = dataclasses.replace(base, max_params=args.max_params or None)
+    if args.max_mmacs is not None:
+        base = dataclasses.replace(base, max_mmacs=args.max_mmacs or None)
+    student_cfg = None
+    if args.student:
+        from train.fit import load_config
+        student_cfg = load_config(args.student)
+    if student_cfg is not None:
+        _check_budget(student_cfg, base, f"--student {args.student}")
+    else:  # a --max-params below the study's: every candidate could be chosen, each must fit
+        for c in candidates:
+            _check_budget(c.config, base, f"trial {c.trial} (pass a --student within the budget)")
+    if args.ensemble > args.top_k:
+        raise UserError(f"--ensemble {args.ensemble} needs --top-k of at least {args.ensemble}")
+    plan = {"study": args.study, "top_k": args.top_k, "seeds": args.seeds, "ensemble": args.ensemble,
+            "distil": args.distil, "alpha": args.alpha, "student": student_cfg, "data_sha": data.sha,
+            "candidates": [c.run_id for c in candidates], "settings": dataclasses.asdict(base)}
+    steps = Steps(Path(args.work or Path("runs") / "finalize" / args.study), plan)  # beside ./mlruns
+    select = dataclasses.replace(base, score_test=False)
+
+    # 1. select on more than one seed; the study's own trial is seed 0
+    scores = {}
+    for c in candidates:
+        vals, best_epochs = [c.rmse], []
+        for seed in range(1, args.seeds):
+            e = steps.run(f"select/{c.cid}/seed{seed}", lambda out, c=c, seed=seed: run_trial(
+                c.config, data, dataclasses.replace(select, train_seed=seed), out_dir=out))
+            vals.append(e["metrics"]["rmse"])
+            best_epochs.append(e["best_epoch"])
+        scores[c.cid] = {"trial": c.trial, "run_id": c.run_id, "val_rmse": vals, "mean_val_rmse": float(np.mean(vals)),
+                         "best_epochs": best_epochs}
+        log(f"[finalize] trial {c.trial} ({c.cid}): validation RMSE {', '.join(f'{v:.3f}' for v in vals)} "
+            f"-> mean {np.mean(vals):.3f} px")
+    ranked = sorted(candidates, key=lambda c: scores[c.cid]["mean_val_rmse"])
+    chosen = ranked[0]
+    log(f"[finalize] chosen: trial {chosen.trial} ({chosen.cid}), mean validation RMSE "
+        f"{scores[chosen.cid]['mean_val_rmse']:.3f} px over {args.seeds} seed(s)")
+
+    # 2. refit with as many optimizer steps as the selection runs made
+    n_train, n_val = _split_sizes(data, base)
+    best = scores[chosen.cid]["best_epochs"] or [base.epochs]
+    epochs = max(1, round(float(np.mean(best)) * n_train / (n_train + n_val)))
+    refit = dataclasses.replace(base, refit=True, epochs=epochs)
+    log(f"[finalize] refit: {epochs} epochs on {n_train + n_val} faces (best epoch {np.mean(best):.1f} on "
+        f"{n_train} faces, same optimizer steps)")
+
+    def refit_of(config, seed, name, teacher=lambda: None):
+        """`teacher`: made only if this step trains (loading an ensemble is not free)."""
+        return steps.run(name, lambda out: run_trial(config, data, dataclasses.replace(refit, train_seed=seed),
+                                                     out_dir=out, teacher=teacher(), distil_alpha=args.alpha))
+
+    models = {"refit": refit_of(chosen.config, 0, f"refit/{chosen.cid}/seed0")}
+    members = [f"refit/{c.cid}/seed0" for c in ranked[:args.ensemble]]
+    for c, name in zip(ranked[:args.ensemble], members):
+        refit_of(c.config, 0, name)
+    report = {"study": args.study, "chosen": scores[chosen.cid], "selection": scores, "refit_epochs": epochs,
+              "train_faces": n_train, "val_faces": n_val, "models": {}}
+    test_idx = _test_index(data, base)
+    images, truth = data.images[test_idx], data.keypoints[test_idx]
+    report["models"]["refit"] = _scored(steps.model(f"refit/{chosen.cid}/seed0"), images, truth)
+    if args.ensemble > 1:
+        from train.ensemble import average
+        report["models"]["ensemble"] = _scored(average([steps.model(m) for m in members]), images, truth,
+                                               members=len(members))
+    ship = f"refit/{chosen.cid}/seed0"
+
+    # 4. distil the ensemble into the student, beside the same architecture trained alone
+    if args.distil:
+        if args.ensemble < 2:
+            raise UserError("--distil needs an ensemble to learn from: --ensemble 2 or more")
+        student = student_cfg or chosen.config
+        sid = Candidate("", "", 0.0, student).cid
+        for seed in range(args.seeds):
+            alone = f"refit/{sid}/seed{seed}"
+            refit_of(student, seed, alone)
+            report["models"][f"alone_seed{seed}"] = _scored(steps.model(alone), images, truth)
+            name = f"distil/{sid}/seed{seed}"
+            refit_of(student, seed, name, teacher=lambda: average([steps.model(m) for m in members]))
+            report["models"][f"student_seed{seed}"] = _scored(steps.model(name), images, truth)
+        gain = [report["models"][f"alone_seed{s}"]["test_rmse"] - report["models"][f"student_seed{s}"]["test_rmse"]
+                for s in range(args.seeds)]
+        report["distillation_gain_px"] = {"per_seed": gain, "mean": float(np.mean(gain))}
+        ship = f"distil/{sid}/seed0"
+    report["shipped"] = ship
+    for name, m in report["models"].items():
+        log(f"[finalize] {name:>14}: test RMSE {m['test_rmse']:.3f} px | {m['params']:,} params | "
+            f"{m['mmacs']:.1f}M MACs | {m['inference_s_per_100']:.3f} s/100")
+    return {"report": report, "steps": steps, "ship": ship, "images": images, "truth": truth,
+            "candidates": candidates, "chosen": chosen}
+
+
+def _check_budget(config: dict, settings, what: str) -> None:
+    """A student or chosen config over --max-params/--max-mmacs: one line before any training."""
+    from train import metrics
+    from train.models import build, resolve
+    model = build(resolve(config))
+    params, macs = model.count_params(), metrics.mmacs(model)
+    if settings.max_params and params > settings.max_params:
+        raise UserError(f"{what}: {params:,} parameters is over --max-params {settings.max_params:,}")
+    if settings.max_mmacs and macs > settings.max_mmacs:
+        raise UserError(f"{what}: {macs:.1f}M MACs is over --max-mmacs {settings.max_mmacs:g}")
+
+
+def _split_sizes(data, settings) -> tuple[int, int]:
+    from train.split import split3
+    tr, va, _ = split3(data, settings.val_fraction, settings.test_fraction, settings.split, settings.seed)
+    return len(tr), len(va)
+
+
+def _test_index(data, settings):
+    from train.split import split3
+    return split3(data, settings.val_fraction, settings.test_fraction, settings.split, settings.seed)[2]
+
+
+def _scored(model, images, truth, **extra) -> dict:
+    from train import metrics
+    pred = metrics.predict(model, images[..., None].astype(np.float32))
+    return {"test_rmse": metrics.rmse(truth, pred), "params": int(model.count_params()),
+            "mmacs": metrics.mmacs(model), **metrics.inference_time(model), **extra}
+
+
+def export(out: Path, model, config: dict, report: dict, images, truth, command: str) -> None:
+    """Write beside `out`, then swap it in: a kill at any point leaves the old folder whole (or, between the
+    two renames, whole under OUT.old, put back by the next run)."""
+    import shutil
+
+    from train import litert, metrics
+    out = Path(out)
+    old, new = out.with_name(out.name + ".old"), out.with_name(out.name + ".new")
+    if old.exists() and not out.exists():
+        old.rename(out)
+    shutil.rmtree(new, ignore_errors=True)
+    new.mkdir(parents=True)
+    metrics.save_model(model, new / "model.keras")
+    lite = litert.export(model, new, ["fp16", "int8"], images, truth)
+    (new / "litert.json").write_text(json.dumps(lite, indent=2))
+    (new / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True))
+    shipped = report["models"]["student_seed0" if report["shipped"].startswith("distil") else "refit"]
+    (new / "metrics.json").write_text(json.dumps(shipped, indent=2, sort_keys=True))
+    (new / "finalize.json").write_text(json.dumps(report, indent=2, default=float))
+    (new / "COMMAND.md").write_text(f"# How this folder was made\n\n    {command}\n\n"
+                                    "`finalize.json` holds every step: selection seeds, refit epochs, ensemble, "
+                                    "distillation and what each model scored on the test split.\n")
+    if out.exists():
+        shutil.rmtree(old, ignore_errors=True)
+        out.rename(old)
+    new.rename(out)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def log_run(tracker, result, out: Path | None) -> str:
+    """One MLflow run for the stage, linked to its study and its source trials."""
+    from mlflow.entities import Metric, RunTag
+    report = result["report"]
+    run = tracker.client.create_run(tracker.experiment_id, run_name=f"finalize-{report['study']}", tags={
+        "fkp_role": "finalize", "fkp_study": report["study"], "fkp_space": tracker.experiment,
+        "fkp_source_runs": ",".join(c.run_id for c in result["candidates"]),
+        "fkp_chosen_run": result["chosen"].run_id, "fkp_shipped": report["shipped"]})
+    metrics = [Metric(f"{name}_{k}", float(v), 0, 0) for name, m in report["models"].items()
+               for k, v in m.items() if isinstance(v, (int, float))]
+    metrics.append(Metric("refit_epochs", float(report["refit_epochs"]), 0, 0))
+    tracker.client.log_batch(run.info.run_id, metrics=metrics, tags=[RunTag("fkp_status", "finished")])
+    if out is not None:
+        tracker.client.log_artifacts(run.info.run_id, str(out), "final")
+    tracker.client.set_terminated(run.info.run_id, "FINISHED")
+    return run.info.run_id
+
+
+def parse(argv):
+    ap = argparse.ArgumentParser(prog="python -m search.finalize", description=__doc__.splitlines()[0])
+    ap.add_argument("--study", required=True)
+    ap.add_argument("--space", default="cnn", help="the MLflow experiment the study's runs are in")
+    ap.add_argument("--tracking-uri", default=None)
+    ap.add_argument("--cluster", metavar="FILE", default=None, help="a cluster's credentials file")
+    ap.add_argument("--data", default="../shared/data/training.csv.gz", help="the data the study was made on")
+    ap.add_argument("--top-k", type=int, default=3)
+    ap.add_argument("--seeds", type=int, default=2, help="weight seeds per config, the study's own run included")
+    ap.add_argument("--ensemble", type=int, default=1, help="refit configs averaged (1: no ensemble)")
+    ap.add_argument("--distil", action="store_true", help="distil the ensemble into one student")
+    ap.add_argument("--student", default=None, help="the student's config file (default: the chosen config)")
+    ap.add_argument("--alpha", type=float, default=0.5, help="weight of the labels against the teacher's targets")
+    ap.add_argument("--max-params", type=int, default=None, help="the student's budget (default: the study's)")
+    ap.add_argument("--max-mmacs", type=float, default=None)
+    ap.add_argument("--work", default=None, help="kept models and results (default: runs/finalize/STUDY)")
+    ap.add_argument("--out", default=None, help="export the shipped model here (e.g. docs/best)")
+    args = ap.parse_args(argv)
+    for flag in ("top_k", "seeds", "ensemble"):
+        if getattr(args, flag) < 1:
+            raise UserError(f"--{flag.replace('_', '-')} must be at least 1")
+    if not 0 <= args.alpha <= 1:
+        raise UserError(f"--alpha {args.alpha}: must be between 0 and 1")
+    return args
+
+
+@cli
+def main(argv=None):
+    args = parse(argv)
+    from tracking.mlflow_tracker import Tracker
+    from train import data as data_mod
+    if args.cluster:
+        from search.cluster import use_credentials
+        args.tracking_uri = use_credentials(args.cluster)["tracking_uri"]
+    tracker = Tracker(args.space, args.tracking_uri)
+    candidates_only = tracker.trials(study=args.study)  # a study that does not exist: refused before the data loads
+    if not candidates_only and not tracker.searches(args.study):
+        raise UserError(f"study {args.study!r} does not exist in {tracker.uri} (experiment {args.space!r})")
+    data = data_mod.load(args.data)
+    result = finalize(args, tracker, data)
+    out = Path(args.out) if args.out else None
+    if out is not None:
+        command = " ".join(["python -m search.finalize", *(sys.argv[1:] if argv is None else argv)])
+        export(out, result["steps"].model(result["ship"]), _config_of(result), result["report"],
+               result["images"], result["truth"], command)
+        print(f"[finalize] exported {result['ship']} to {out}")
+    run_id = log_run(tracker, result, out)
+    gain = result["report"].get("distillation_gain_px")
+    if gain:
+        print(f"[finalize] distillation: {gain['mean']:+.3f} px test RMSE against the student trained alone "
+              f"(mean over {len(gain['per_seed'])} seeds)")
+    print(f"[finalize] MLflow run {run_id}")
+
+
+def _config_of(result) -> dict:
+    folder = Path(result["steps"].state["steps"][result["ship"]]["model"]).parent
+    return json.loads((folder / "config.json").read_text())
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,117 @@
+"""The final stage on a real (tiny) study: multi-seed selection, refit, ensemble, distillation, export, resume."""
+import json
+
+import pytest
+
+from search import finalize
+from search import run as search_run
+from tests.fixtures import write_training_csv
+
+
+@pytest.fixture
+def study(tmp_path):
+    data = write_training_csv(tmp_path / "d.csv", n=40)
+    search_run.main(["--space", "cnn", "--data", str(data), "--trials", "3", "--epochs", "2", "--split", "random",
+                     "--no-presets", "--study-name", "s", "--max-params", "60000", "--sampler", "random",
+                     "--pruner", "none"])
+    return data
+
+
+def _args(data, *extra):
+    return ["--study", "s", "--data", str(data), "--top-k", "2", "--seeds", "2", *extra]
+
+
+def test_final_stage_selects_on_seeds_refits_distils_exports_and_resumes_without_retraining(study, tmp_path, capsys):
+    out = tmp_path / "best"
+    args = _args(study, "--ensemble", "2", "--distil", "--out", str(out))
+    finalize.main(args)
+    first = capsys.readouterr().out
+    report = json.loads((out / "finalize.json").read_text())
+    means = {cid: s["mean_val_rmse"] for cid, s in report["selection"].items()}
+    assert report["chosen"]["mean_val_rmse"] == min(means.values())  # chosen on the mean over seeds
+    assert all(len(s["val_rmse"]) == 2 for s in report["selection"].values())
+    assert set(report["models"]) == {"refit", "ensemble", "alone_seed0", "student_seed0", "alone_seed1",
+                                     "student_seed1"}
+    assert report["models"]["ensemble"]["params"] > report["models"]["refit"]["params"]
+    assert report["shipped"].startswith("distil/")
+    for name in ("model.keras", "model_fp16.tflite", "model_int8.tflite", "litert.json", "config.json",
+                 "metrics.json", "COMMAND.md"):
+        assert (out / name).exists(), name
+    assert "[finalize] chosen: trial" in first and "distillation:" in first
+    state = json.loads((tmp_path / "runs" / "finalize" / "s" / "state.json").read_text())
+    # selection runs never scored the test faces: the test split is scored once, at the end
+    selects = [v for k, v in state["steps"].items() if k.startswith("select/")]
+    assert selects and all(v["metrics"]["test_rmse"] != v["metrics"]["test_rmse"] for v in selects)
+    assert all(v["metrics"]["test_rmse"] == v["metrics"]["test_rmse"] for k, v in state["steps"].items()
+               if not k.startswith("select/"))
+
+    finalize.main(args)  # the same command again: nothing trains, the same figures come out
+    again = capsys.readouterr().out
+    kept = {line.split()[1].rstrip(":") for line in again.splitlines() if line.endswith("done before, kept")}
+    assert ": training" not in again and kept == set(state["steps"])
+    scores = lambda r: {k: (m["test_rmse"], m["params"], m["mmacs"]) for k, m in r["models"].items()}  # noqa: E731
+    assert scores(json.loads((out / "finalize.json").read_text())) == scores(report)
+
+    from tracking.mlflow_tracker import Tracker
+    tracker = Tracker("cnn")
+    runs = tracker.client.search_runs([tracker.experiment_id], "tags.fkp_role = 'finalize'")
+    assert len(runs) == 2 and runs[0].data.tags["fkp_chosen_run"] in runs[0].data.tags["fkp_source_runs"]
+
+
+def test_refit_epochs_are_scaled_to_the_same_optimizer_steps_and_a_rerun_gives_the_same_score(study, tmp_path, capsys):
+    finalize.main(_args(study))
+    report_line = next(line for line in capsys.readouterr().out.splitlines() if "[finalize] refit:" in line)
+    state = json.loads((tmp_path / "runs" / "finalize" / "s" / "state.json").read_text())
+    name, refit = next((k, v) for k, v in state["steps"].items() if k.startswith("refit/"))
+    select = state["steps"][f"select/{name.split('/')[1]}/seed1"]  # the same config, on the training faces only
+    assert refit["train_images"] > select["train_images"]  # training + validation faces
+    assert f"{refit['metrics']['epochs']} epochs" in report_line
+    # the same command from scratch (another --work): the same test RMSE
+    finalize.main([*_args(study), "--work", str(tmp_path / "again")])
+    again = json.loads((tmp_path / "again" / "state.json").read_text())
+    assert abs(again["steps"][next(k for k in again["steps"] if k.startswith("refit/"))]["metrics"]["test_rmse"]
+               - refit["metrics"]["test_rmse"]) <= 0.01
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--study", "nope"], "study 'nope' does not exist"),
+    (["--top-k", "9"], "--top-k 9 is larger than the 3 finished trial(s) of study 's'"),
+    (["--max-params", "100"], "is over --max-params 100"),
+    (["--ensemble", "3"], "--ensemble 3 needs --top-k of at least 3"),
+])
+def test_bad_input_is_one_line_and_exit_2_before_any_training(study, tmp_path, capsys, extra, message):
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_:
+        finalize.main([*_args(study), *extra])
+    err = capsys.readouterr()
+    assert exit_.value.code == 2 and message in err.err and len(err.err.strip().splitlines()) == 1
+    assert ": training" not in err.out
+    assert not (tmp_path / "runs" / "finalize" / "s" / "state.json").exists()
+
+
+def test_an_interrupted_export_leaves_the_old_folder_whole(study, tmp_path, monkeypatch):
+    out = tmp_path / "best"
+    out.mkdir()
+    (out / "model.keras").write_text("the old model")
+    from train import litert
+
+    def broken(*args, **kwargs):
+        raise KeyboardInterrupt  # as a Ctrl-C during conversion
+    working = litert.export
+    monkeypatch.setattr(litert, "export", broken)
+    with pytest.raises(SystemExit):
+        finalize.main([*_args(study), "--out", str(out)])
+    assert (out / "model.keras").read_text() == "the old model"
+    monkeypatch.setattr(litert, "export", working)  # not undo(): that would also undo the fixture's chdir
+    finalize.main([*_args(study), "--out", str(out)])
+    assert (out / "model.keras").stat().st_size > 1000 and not (tmp_path / "best.new").exists()
+
+
+def test_a_study_with_no_finished_trial_is_refused_in_one_line(tmp_path, capsys):
+    data = write_training_csv(tmp_path / "d.csv", n=30)
+    search_run.main(["--space", "cnn", "--data", str(data), "--trials", "1", "--epochs", "1", "--split", "random",
+                     "--no-presets", "--study-name", "none-fit", "--max-params", "500", "--sampler", "random"])
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_:
+        finalize.main(["--study", "none-fit", "--data", str(data)])
+    assert exit_.value.code == 2 and "has no finished trial" in capsys.readouterr().err
