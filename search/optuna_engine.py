@@ -223,8 +223,8 @@ class OptunaEngine(Engine):
             # Workers share one --trials budget: a trial beyond it (another worker got there first) stops here.
             if finished(study) + running_before(study, trial.number) >= budget.trials or budget.expired():
                 trial.set_user_attr("over_budget", True)
-                if settle(study, budget):  # else a dead worker's trial was queued again: the next trial takes it
-                    study.stop()
+                # No stop here: stop_at_budget, run once this trial has ended, waits for the others in settle().
+                # Waiting here would count this very trial as another worker's and wait for it forever.
                 raise OverBudget("the study's --trials or time budget was used up (by other workers, or before)")
             config = sample(space, OptunaSuggest(trial))
             twin = same_config(study, trial.params)
@@ -291,7 +291,9 @@ class OptunaEngine(Engine):
 
         def stop_at_budget(study, _trial):
             trials = study.get_trials(deepcopy=False)
-            if finished(study) + sum(t.state == TrialState.RUNNING for t in trials) >= budget.trials:
+            if budget.expired():
+                study.stop()
+            elif finished(study) + sum(t.state == TrialState.RUNNING for t in trials) >= budget.trials:
                 if settle(study, budget):
                     study.stop()
             elif sum("rejected" in t.user_attrs for t in trials) >= max(50, 10 * budget.trials):

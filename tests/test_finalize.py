@@ -38,6 +38,9 @@ def test_final_stage_selects_on_seeds_refits_distils_exports_and_resumes_without
                  "metrics.json", "COMMAND.md"):
         assert (out / name).exists(), name
     assert "[finalize] chosen: trial" in first and "distillation:" in first
+    from bench.final import markdown
+    table = markdown(report, "best")
+    assert "| refit |" in table and "| student_seed1 |" in table and "Distillation:" in table
     state = json.loads((tmp_path / "runs" / "finalize" / "s" / "state.json").read_text())
     # selection runs never scored the test faces: the test split is scored once, at the end
     selects = [v for k, v in state["steps"].items() if k.startswith("select/")]
