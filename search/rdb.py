@@ -40,6 +40,7 @@ def open_rdb(url: str):
     checked before use (pool_pre_ping) and a bounded wait for a database that is restarting."""
     import random
 
+    from optuna.exceptions import StorageInternalError
     from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
     from sqlalchemy.exc import IntegrityError, ProgrammingError
     for attempt in range(5):
@@ -49,9 +50,10 @@ def open_rdb(url: str):
                                  heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=2),
                                  engine_kwargs={"pool_pre_ping": True})
             break
-        except (IntegrityError, ProgrammingError):
+        except (IntegrityError, ProgrammingError, StorageInternalError):
             # Workers started together on an empty database race to create Optuna's tables (PostgreSQL:
-            # "duplicate key ... pg_type_typname_nsp_index"); the tables exist once one has won.
+            # "duplicate key ... pg_type_typname_nsp_index") and its version row (Optuna wraps that one:
+            # "An exception is raised during the commit"); the tables exist once one has won.
             if attempt == 4:
                 raise
             time.sleep(0.2 + random.random())
