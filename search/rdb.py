@@ -42,24 +42,34 @@ def open_rdb(url: str):
 
     from optuna.exceptions import StorageInternalError
     from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
-    from sqlalchemy.exc import IntegrityError, ProgrammingError
-    for attempt in range(5):
+    from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
+    deadline = time.monotonic() + seconds("FKP_DB_RETRY_S", 60)
+    while True:
         try:
             storage = RDBStorage(url, heartbeat_interval=seconds("FKP_HEARTBEAT_S", 30),
                                  grace_period=seconds("FKP_GRACE_S", 120),
                                  heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=2),
                                  engine_kwargs={"pool_pre_ping": True})
             break
-        except (IntegrityError, ProgrammingError, StorageInternalError):
+        except (IntegrityError, ProgrammingError, OperationalError, StorageInternalError) as exc:
             # Workers started together on an empty database race to create Optuna's tables (PostgreSQL:
-            # "duplicate key ... pg_type_typname_nsp_index") and its version row (Optuna wraps that one:
-            # "An exception is raised during the commit"); the tables exist once one has won.
-            if attempt == 4:
-                raise
+            # "duplicate key ... pg_type_typname_nsp_index"); the tables exist once one has won. A database
+            # restarting while a worker opens it breaks the commit (Optuna: "An exception is raised during
+            # the commit"): the same bounded wait as for a database that goes away mid-search.
+            if time.monotonic() > deadline or (isinstance(exc, OperationalError) and not _restarting(exc)):
+                raise  # a wrong password or an address with no server: the caller says so in one line, now
             time.sleep(0.2 + random.random())
     if not url.startswith("sqlite"):
         retry_connections(storage.engine, url, seconds("FKP_DB_RETRY_S", 60))
     return storage
+
+
+RESTARTING = ("shutting down", "starting up", "in recovery mode", "terminating connection",
+              "server closed the connection unexpectedly")
+
+
+def _restarting(exc) -> bool:
+    return any(phrase in str(exc) for phrase in RESTARTING)
 
 
 def retry_connections(engine, url: str, limit: int) -> None:
