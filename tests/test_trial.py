@@ -59,13 +59,16 @@ def test_refit_trains_on_training_and_validation_faces_for_every_epoch_and_keeps
     path = write_training_csv(tmp_path / "d.csv", n=40)
     config = tmp_path / "c.json"
     config.write_text(json.dumps({"model": "cnn", "blocks": 2, "filters_1": 8, "filters_2": 8, "dense_units": 0,
-                                  "augment": "none", "learning_rate": 1e-7}))
+                                  "augment": "none", "learning_rate": 0.0, "batch_norm": False}))
     main(["--config", str(config), "--data", str(path), "--split", "random", "--epochs", "3", "--patience", "1",
           "--refit", "--out", str(tmp_path / "r")])
     out = capsys.readouterr().out
     assert "refit on training + validation faces | test RMSE" in out and "train rmse" in out
     metrics = json.loads((tmp_path / "r" / "metrics.json").read_text())
     train, val, test = split3(data_mod.load(path), 0.15, 0.15, "random", 0)
-    # a tiny learning rate never improves: early stopping at patience 1 would end at epoch 2
+    # nothing learns (no step, no batch statistics): early stopping at patience 1 would have ended at epoch 2
     assert metrics["epochs"] == 3 and metrics["train_images"] == len(train) + len(val)
     assert metrics["test_images"] == len(test) and np.isnan(metrics["rmse"])
+    main(["--config", str(config), "--data", str(path), "--split", "random", "--epochs", "3", "--patience", "1",
+          "--out", str(tmp_path / "s")])  # the premise: without --refit, early stopping ends it at epoch 2
+    assert json.loads((tmp_path / "s" / "metrics.json").read_text())["epochs"] == 2
