@@ -53,7 +53,7 @@ def simulate(bb, strategy: str, seed: int, budget_s: float, presets: bool = Fals
     from optuna.trial import TrialState
 
     from search.adapters import OptunaSuggest
-    from search.optuna_engine import warm_starts
+    from spaces.base import warm_starts
     from search.pruners import RUNG_PRUNERS, make_pruner
     from search.samplers import make_sampler
     from spaces.base import sample

@@ -9,7 +9,7 @@ from search.engine import Engine
 from search.pruners import RUNG_PRUNERS, make_pruner, parse_rungs
 from search.samplers import SAMPLERS, make_sampler
 from search.study_clock import StudyClock
-from spaces.base import Fixed, sample
+from spaces.base import sample, warm_starts
 from tracking import stores
 from tracking.liveness import HOST, dead_here
 from train.errors import UserError
@@ -308,11 +308,3 @@ class OptunaEngine(Engine):
     def pareto(self, study_name: str):
         import optuna
         return optuna.load_study(study_name=study_name, storage=make_storage(self.storage_url)).best_trials
-
-
-def warm_starts(space) -> list[dict]:
-    """The space's presets that are written in its own parameters, as Optuna trial values."""
-    names = {p.name for p in space.params if not isinstance(p, Fixed)}
-    own = [preset for preset in space.presets if set(preset) <= names | set(space.fixed)
-           and all(preset.get(k, v) == v for k, v in space.fixed.items())]  # {"model": "manual"} is another model
-    return [values for values in ({k: v for k, v in p.items() if k in names} for p in own) if values]

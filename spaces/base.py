@@ -82,3 +82,12 @@ def sample(space: Space, suggest: Suggest) -> dict:
         kind = type(p).__name__.lower()
         values[p.name] = getattr(suggest, kind)(p)
     return {**space.fixed, **values}
+
+
+def warm_starts(space) -> list[dict]:
+    """The space's presets written in its own parameters, as trial values: what a search starts from (Optuna's
+    warm starts, bench.replay, bench.workers)."""
+    names = {p.name for p in space.params if not isinstance(p, Fixed)}
+    own = [preset for preset in space.presets if set(preset) <= names | set(space.fixed)
+           and all(preset.get(k, v) == v for k, v in space.fixed.items())]  # {"model": "manual"} is another model
+    return [values for values in ({k: v for k, v in p.items() if k in names} for p in own) if values]

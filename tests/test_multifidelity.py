@@ -87,7 +87,7 @@ def test_study_clock_counts_wall_time_while_any_worker_runs_across_kills_and_res
 def test_prior_sampler_samples_near_the_preset_and_stays_in_range():
     space = spaces.get("cnn")
     from search.adapters import OptunaSuggest
-    from search.optuna_engine import warm_starts
+    from spaces.base import warm_starts
     from spaces.base import sample
     preset = warm_starts(space)[1]
     study = optuna.create_study(sampler=PriorSampler([preset], seed=0))
