@@ -159,16 +159,14 @@ def table_from_study(study: str, space_name: str, tracking_uri=None) -> tuple[di
 
 def _fits(space, config, settings) -> bool:
     """Whether a config is within the limits, without training it (what run_trial checks first)."""
-    from train import metrics
     from train.errors import Rejected
     from train.models import build
+    from train.trial import check_limits
     try:
-        model = build(config)
+        check_limits(build(config), settings)
     except Rejected:
         return False
-    if settings.max_params and model.count_params() > settings.max_params:
-        return False
-    return not (settings.max_mmacs and metrics.mmacs(model) > settings.max_mmacs)
+    return True
 
 
 @cli

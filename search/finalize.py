@@ -231,14 +231,13 @@ def finalize(args, tracker, data, log=print) -> dict:
 
 def _check_budget(config: dict, settings, what: str) -> None:
     """A student or chosen config over --max-params/--max-mmacs: one line before any training."""
-    from train import metrics
+    from train.errors import Rejected
     from train.models import build, resolve
-    model = build(resolve(config))
-    params, macs = model.count_params(), metrics.mmacs(model)
-    if settings.max_params and params > settings.max_params:
-        raise UserError(f"{what}: {params:,} parameters is over --max-params {settings.max_params:,}")
-    if settings.max_mmacs and macs > settings.max_mmacs:
-        raise UserError(f"{what}: {macs:.1f}M MACs is over --max-mmacs {settings.max_mmacs:g}")
+    from train.trial import check_limits
+    try:
+        check_limits(build(resolve(config)), settings)
+    except Rejected as exc:
+        raise UserError(f"{what}: {exc} (--max-params/--max-mmacs)") from None
 
 
 def _split_sizes(data, settings) -> tuple[int, int]:

@@ -79,7 +79,7 @@ def test_refit_epochs_are_scaled_to_the_same_optimizer_steps_and_a_rerun_gives_t
 @pytest.mark.parametrize("extra, message", [
     (["--study", "nope"], "study 'nope' does not exist"),
     (["--top-k", "9"], "--top-k 9 is larger than the 3 finished trial(s) of study 's'"),
-    (["--max-params", "100"], "is over --max-params 100"),
+    (["--max-params", "100"], "parameters is over the budget of 100"),
     (["--ensemble", "3"], "--ensemble 3 needs --top-k of at least 3"),
 ])
 def test_bad_input_is_one_line_and_exit_2_before_any_training(study, tmp_path, capsys, extra, message):

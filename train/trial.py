@@ -127,6 +127,17 @@ def _optimizer(cfg, total_steps: int):
     raise UserError(f"unknown optimizer {name!r} (choose adam, adamw, rmsprop or sgd)")
 
 
+def check_limits(model, settings: TrialSettings) -> tuple[int, float]:
+    """A built model over --max-params or --max-mmacs is refused before any training: (params, MMACs) if not."""
+    params = int(model.count_params())
+    if settings.max_params and params > settings.max_params:
+        raise Rejected(f"{params:,} parameters is over the budget of {settings.max_params:,}")
+    compute = metrics.mmacs(model)
+    if settings.max_mmacs and compute > settings.max_mmacs:
+        raise Rejected(f"{compute:.1f}M multiply-accumulates per image is over the budget of {settings.max_mmacs:g}M")
+    return params, compute
+
+
 def run_trial(config: dict, data, settings: TrialSettings | None = None,
               on_epoch: Callable[[int, dict], None] | None = None, out_dir=None, teacher=None,
               distil_alpha: float = 0.5) -> TrialResult:
@@ -142,12 +153,7 @@ def run_trial(config: dict, data, settings: TrialSettings | None = None,
         train_idx = np.sort(np.concatenate([train_idx, val_idx]))
     keras.utils.set_random_seed(settings.weights_seed)
     model = build(cfg)
-    params = int(model.count_params())
-    if settings.max_params and params > settings.max_params:
-        raise Rejected(f"{params:,} parameters is over the budget of {settings.max_params:,}")
-    compute = metrics.mmacs(model)
-    if settings.max_mmacs and compute > settings.max_mmacs:
-        raise Rejected(f"{compute:.1f}M multiply-accumulates per image is over the budget of {settings.max_mmacs:g}M")
+    params, compute = check_limits(model, settings)
     x_train, y_train = training_set(data, train_idx, cfg, settings)
     x_val = data.images[val_idx].astype(np.float32)[..., None]
     y_val = data.keypoints[val_idx]
