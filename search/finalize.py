@@ -27,16 +27,12 @@ import argparse
 import dataclasses
 import hashlib
 import json
-import math
 import sys
 from pathlib import Path
 
 import numpy as np
 
 from train.errors import UserError, cli
-
-REPO = Path(__file__).resolve().parent.parent
-
 
 @dataclasses.dataclass
 class Candidate:
@@ -55,9 +51,6 @@ def study_candidates(tracker, study: str, top_k: int) -> tuple[list[Candidate], 
     import os
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # a bar per config.json, on stderr
     from tracking.leaderboard import collect, one_key
-    runs = tracker.trials(study=study)
-    if not runs and not tracker.searches(study):
-        raise UserError(f"study {study!r} does not exist in {tracker.uri} (experiment {tracker.experiment!r})")
     rows, _ = one_key(collect(tracker, study))
     if not rows:
         raise UserError(f"study {study!r} has no finished trial to finalize (in {tracker.uri})")
@@ -177,7 +170,9 @@ def finalize(args, tracker, data, log=print) -> dict:
         f"{scores[chosen.cid]['mean_val_rmse']:.3f} px over {args.seeds} seed(s)")
 
     # 2. refit with as many optimizer steps as the selection runs made
-    n_train, n_val = _split_sizes(data, base)
+    from train.split import split3
+    train_idx, val_idx, test_idx = split3(data, base.val_fraction, base.test_fraction, base.split, base.seed)
+    n_train, n_val = len(train_idx), len(val_idx)
     best = scores[chosen.cid]["best_epochs"] or [base.epochs]
     epochs = max(1, round(float(np.mean(best)) * n_train / (n_train + n_val)))
     refit = dataclasses.replace(base, refit=True, epochs=epochs)
@@ -195,7 +190,6 @@ def finalize(args, tracker, data, log=print) -> dict:
         refit_of(c.config, 0, name)
     report = {"study": args.study, "chosen": scores[chosen.cid], "selection": scores, "refit_epochs": epochs,
               "train_faces": n_train, "val_faces": n_val, "models": {}}
-    test_idx = _test_index(data, base)
     images, truth = data.images[test_idx], data.keypoints[test_idx]
     report["models"]["refit"] = _scored(steps.model(f"refit/{chosen.cid}/seed0"), images, truth)
     if args.ensemble > 1:
@@ -238,17 +232,6 @@ def _check_budget(config: dict, settings, what: str) -> None:
         check_limits(build(resolve(config)), settings)
     except Rejected as exc:
         raise UserError(f"{what}: {exc} (--max-params/--max-mmacs)") from None
-
-
-def _split_sizes(data, settings) -> tuple[int, int]:
-    from train.split import split3
-    tr, va, _ = split3(data, settings.val_fraction, settings.test_fraction, settings.split, settings.seed)
-    return len(tr), len(va)
-
-
-def _test_index(data, settings):
-    from train.split import split3
-    return split3(data, settings.val_fraction, settings.test_fraction, settings.split, settings.seed)[2]
 
 
 def _scored(model, images, truth, **extra) -> dict:
