@@ -13,7 +13,7 @@ def grid(args, data, settings, params: dict, key):
     from spaces import paper
     rows = args.rows or paper.ROWS
     tuned = tuned_cnn(args, data, settings, params, key) if paper.TUNED in rows else None
-    return paper.space(tuned, rows)
+    return paper.space(tuned, rows, seeds=args.seeds, columns=args.columns, transfer_epochs=args.transfer_epochs)
 
 
 def tuned_cnn(args, data, settings, params: dict, key) -> dict:

@@ -63,6 +63,15 @@ def parse(argv):
     ap.add_argument("--rows", default=None,
                     help="--space paper: comma list of grid rows to run (default: all). Rows: "
                          + ", ".join(paper_space.ROWS))
+    ap.add_argument("--columns", default=None,
+                    help="--space paper: comma list of grid columns to run (default: all). Columns: "
+                         + ", ".join(paper_space.COLUMNS))
+    ap.add_argument("--seeds", type=int, default=1,
+                    help="--space paper: runs of each small-CNN cell (baseline, manual, kt-tuned), each with other "
+                         "weights on the same split, so a cell's seed spread shows (default: 1)")
+    ap.add_argument("--transfer-epochs", type=int, default=None,
+                    help="--space paper: a lower epoch cap for the MobileNetV2 and NASNetMobile rows, which train "
+                         "about 10x slower than the small CNNs on a CPU (default: --epochs)")
     ap.add_argument("--finalize", metavar="DIR", default=None,
                     help="after the search, its final stage with the defaults (search.finalize: top 3 configs on 2 "
                          "seeds, refit on training + validation faces) and the shipped model exported to DIR")
@@ -85,6 +94,17 @@ def parse(argv):
         if not wanted or set(wanted) - set(paper_space.ROWS):
             raise UserError(f"--rows {args.rows!r}: choose from {', '.join(paper_space.ROWS)}")
         args.rows = wanted
+    if args.columns is not None:
+        if args.space != "paper":
+            raise UserError("--columns selects columns of the paper's grid: use it with --space paper")
+        wanted = [c.strip() for c in args.columns.split(",") if c.strip()]
+        if not wanted or set(wanted) - set(paper_space.COLUMNS):
+            raise UserError(f"--columns {args.columns!r}: choose from {', '.join(paper_space.COLUMNS)}")
+        args.columns = wanted
+    if args.seeds < 1 or (args.transfer_epochs is not None and args.transfer_epochs < 1):
+        raise UserError("--seeds and --transfer-epochs must be at least 1")
+    if args.space != "paper" and (args.seeds != 1 or args.transfer_epochs is not None):
+        raise UserError("--seeds and --transfer-epochs shape the paper's grid: use them with --space paper")
     if args.trials < 1:
         raise UserError("--trials must be at least 1")
     if args.cluster:

@@ -27,7 +27,35 @@ def test_grid_expands_to_every_model_and_column():
     assert [c["cell_model"] for c in some[::7]] == ["manual", "kt-tuned"] and len(some) == 14
 
 
+def test_small_cnn_cells_repeat_over_seeds_and_transfer_rows_take_their_own_cap():
+    grid = paper.cells(rows=["manual", "mobilenetv2-all"], seeds=3, columns=["none", "augment"], transfer_epochs=4)
+    manual = [c for c in grid if c["cell_model"] == "manual"]
+    assert len(manual) == 2 * 3 and sorted(c.get("repeat", 0) for c in manual) == [0, 0, 1, 1, 2, 2]
+    # repeat 0 is the plain cell, so a grid run before --seeds keeps its finished cells
+    assert {k: v for k, v in manual[0].items()} == {**paper.cells(rows=["manual"])[0]}
+    transfer = [c for c in grid if c["cell_model"] == "mobilenetv2-all"]
+    assert len(transfer) == 2 and all(c["max_epochs"] == 4 and "repeat" not in c for c in transfer)
+    assert not any("max_epochs" in c for c in manual)
+
+
+def test_a_configs_repeat_changes_its_weights_and_its_cap_its_epochs(tiny_csv):
+    from train import data as data_mod
+    from train.trial import TrialSettings, run_trial
+    data = data_mod.load(tiny_csv)
+    settings = TrialSettings(epochs=2, patience=5, split="random")
+    config = {"model": "cnn", "blocks": 1, "filters_1": 4, "dense_units": 8, "batch_size": 16}
+    plain, again = run_trial(config, data, settings), run_trial(config, data, settings)
+    other = run_trial({**config, "repeat": 1}, data, settings)
+    capped = run_trial({**config, "max_epochs": 1}, data, settings)
+    assert plain.metrics["rmse"] == again.metrics["rmse"] != other.metrics["rmse"]
+    assert plain.metrics["epochs"] == 2 and capped.metrics["epochs"] == 1
+
+
 @pytest.mark.parametrize("flags, message", [
+    (["--space", "paper", "--columns", "none,bogus"], "--columns 'none,bogus': choose from none, ffill"),
+    (["--space", "cnn", "--columns", "none"], "use it with --space paper"),
+    (["--space", "cnn", "--seeds", "2"], "use them with --space paper"),
+    (["--space", "paper", "--seeds", "0"], "must be at least 1"),
     (["--space", "paper", "--rows", "manual,bogus"], "--rows 'manual,bogus': choose from baseline, manual, kt-tuned"),
     (["--space", "paper", "--rows", ","], "choose from"),
     (["--space", "cnn", "--rows", "manual"], "use it with --space paper"),

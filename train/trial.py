@@ -4,6 +4,7 @@ Every engine (manual, Optuna, Keras Tuner) calls `run_trial`; none has a loop of
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 import tempfile
 import time
@@ -138,13 +139,24 @@ def check_limits(model, settings: TrialSettings) -> tuple[int, float]:
     return params, compute
 
 
+def _own_settings(settings: TrialSettings, cfg: dict) -> TrialSettings:
+    """A config may ask for its own weights (`repeat` k: the k-th rerun of one config, on the same split) and
+    a lower epoch cap (`max_epochs`): a grid repeats its cheap cells over seeds and caps its costly rows."""
+    repeat, cap = int(cfg.get("repeat", 0)), cfg.get("max_epochs")
+    if repeat:
+        settings = dataclasses.replace(settings, train_seed=settings.weights_seed + 1000 * repeat)
+    if cap is not None:
+        settings = dataclasses.replace(settings, epochs=max(1, min(settings.epochs, int(cap))))
+    return settings
+
+
 def run_trial(config: dict, data, settings: TrialSettings | None = None,
               on_epoch: Callable[[int, dict], None] | None = None, out_dir=None, teacher=None,
               distil_alpha: float = 0.5) -> TrialResult:
     """Train `config` on `data` and measure it. `on_epoch(epoch, logs)` may raise `Pruned`.
     `teacher`: a Keras model whose predictions on each augmented batch are soft targets (distillation)."""
-    settings = settings or TrialSettings()
     cfg = resolve(config)
+    settings = _own_settings(settings or TrialSettings(), cfg)
     if not data.labelled:
         raise UserError(f"{data.path}: has no keypoint labels to train on")
     train_idx, val_idx, test_idx = split3(data, settings.val_fraction, settings.test_fraction, settings.split,
