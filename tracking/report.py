@@ -3,7 +3,8 @@
 python -m tracking.report --space paper [--study NAME] [--output DIR]   the paper's grid beside its published tables
 python -m tracking.report --space cnn [--study NAME[,NAME…]] [--output DIR]   engines compared on one space
 
-Data: report_data.py; figures: report_figures.py; Markdown and HTML: report_render.py.
+Data: report_data.py; figures: report_figures.py; Markdown and HTML: report_render.py (the paper's: report_paper.py,
+its conclusions: paper_conclusions.py).
 """
 from __future__ import annotations
 
@@ -17,14 +18,15 @@ from tracking import report_data as rd
 from train.errors import UserError, cli
 
 
-def paper_report(tracker, study: str, out: Path, command: str, paper_dir=None) -> str:
-    from tracking import report_figures, report_render
+def paper_report(tracker, study: str, out: Path, command: str, paper_dir=None, best=None) -> str:
+    from tracking import report_figures, report_paper
     grid = rd.cells(tracker, study)
     if not grid:
         raise UserError(f"no finished grid cells of study {study!r} in {tracker.uri}; "
                         "run python -m search.run --space paper first")
     files = report_figures.paper(grid, tracker, out)
-    markdown = report_render.paper(grid, files, command, study, rd.published(paper_dir or rd.PAPER_FIGURES))
+    markdown = report_paper.paper(grid, files, command, study, rd.published(paper_dir or rd.PAPER_FIGURES),
+                                  rd.curves(tracker, grid), rd.exported(best) if best else None)
     _write(out, markdown, "Paper study")
     return f"{len(files)} plots ({len(grid)} grid cells)"
 
@@ -94,6 +96,9 @@ def main(argv=None):
     ap.add_argument("--output", default=None, help="default: docs/paper, or reports/<space>")
     ap.add_argument("--paper-figures", default=None, help="folder of the paper's published CSVs "
                                                           "(default: tracking/paper_figures)")
+    ap.add_argument("--best", default=None,
+                    help="paper: an exported model folder (search --export-best, search.finalize) shown beside the "
+                         "grid (default: docs/best when it exists; 'none' leaves it out)")
     ap.add_argument("--tracking-uri", default=None)
     args = ap.parse_args(argv)
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
@@ -107,7 +112,9 @@ def main(argv=None):
     out.mkdir(parents=True, exist_ok=True)
     command = ("python -m tracking.report " + " ".join(argv if argv is not None else sys.argv[1:])).strip()
     if args.space == "paper":
-        made = paper_report(tracker, args.study or newest_study(tracker), out, command, args.paper_figures)
+        best = args.best or ("docs/best" if Path("docs/best/metrics.json").exists() else None)
+        made = paper_report(tracker, args.study or newest_study(tracker), out, command, args.paper_figures,
+                            None if best == "none" else best)
     else:
         studies = [s.strip() for s in args.study.split(",") if s.strip()] if args.study else None
         made = engines_report(tracker, args.space, studies, out, command)

@@ -22,21 +22,78 @@ def finite(v) -> bool:
 
 # ---- the paper's grid ------------------------------------------------------------------------
 def cells(tracker, study: str) -> dict:
-    """(model, column) -> metrics, curve run id and training budget of the finished cell (latest run wins)."""
-    out, parents = {}, {}
+    """(model, column) -> the cell over its seeds: mean metrics, and `seeds`, one entry per repeat (the latest
+    finished run of each), with its budget and how its training ended (see `ending`)."""
+    runs, parents = {}, {}
     for run in sorted(tracker.trials(study=study), key=lambda r: r.info.start_time):
         p, tags = run.data.params, run.data.tags
         if run.info.status != "FINISHED" or "cell_model" not in p:
             continue
-        max_epochs = tags.get("max_epochs")
+        max_epochs = p.get("max_epochs") or tags.get("max_epochs")  # a capped row's own cap first
         if max_epochs is None:  # runs logged before trials carried their budget: the search run has it
             parent = tags.get("mlflow.parentRunId")
             if parent not in parents:
                 parents[parent] = tracker.client.get_run(parent).data.params.get("epochs") if parent else None
             max_epochs = parents[parent]
-        out[(p["cell_model"], p["cell_column"])] = {**run.data.metrics, "run_id": run.info.run_id,
-                                                    "max_epochs": max_epochs, "patience": tags.get("patience")}
-    return out
+        runs[(p["cell_model"], p["cell_column"], int(p.get("repeat", 0)))] = {
+            **run.data.metrics, "run_id": run.info.run_id, "max_epochs": max_epochs, "patience": tags.get("patience")}
+    out: dict = {}
+    for (model, col, _), run in sorted(runs.items()):
+        out.setdefault((model, col), []).append(run)
+    return {key: _over_seeds(seeds) for key, seeds in out.items()}
+
+
+def _over_seeds(seeds: list[dict]) -> dict:
+    """Means of the numeric metrics; the first seed's run id and budget; every seed kept under `seeds`."""
+    cell = {**seeds[0], "seeds": seeds, "n_seeds": len(seeds)}
+    for key in {k for s in seeds for k, v in s.items() if finite(v)}:
+        values = [s[key] for s in seeds if finite(s.get(key))]
+        cell[key] = sum(values) / len(values)
+    return cell
+
+
+def spread(cell: dict, key: str = "test_rmse") -> float | None:
+    """Max minus min over the cell's seeds (None with one seed)."""
+    values = [s[key] for s in cell.get("seeds", []) if finite(s.get(key))]
+    return max(values) - min(values) if len(values) > 1 else None
+
+
+def score_key(grid) -> str:
+    """test RMSE (faces no early stopping saw) where every cell has one; else validation RMSE."""
+    return "test_rmse" if grid and all(finite(c.get("test_rmse")) for c in grid.values()) else "rmse"
+
+
+PLATEAU = 0.01  # a run that used its whole budget counts as converged if its last 5 epochs gained under 1%
+
+
+def ending(curve: list[float], max_epochs) -> str:
+    """How a run's training ended, from its validation curve: 'stopped early' (early stopping fired before the
+    cap), 'plateau' (ran to the cap, but its best of the last 5 epochs is within 1% of its best before them) or
+    'still improving'."""
+    if not curve:
+        return "unknown"
+    if max_epochs is not None and len(curve) < int(float(max_epochs)):
+        return "stopped early"
+    if len(curve) <= 5:
+        return "still improving"
+    before, last = min(curve[:-5]), min(curve[-5:])
+    return "plateau" if last >= before * (1 - PLATEAU) else "still improving"
+
+
+def roughness(curve: list[float]) -> float | None:
+    """How much of its descent a validation curve gives back in upticks: the sum of its epoch-to-epoch rises over
+    its drop from the first epoch to its best (0: it never rose). The paper's "trains more smoothly", as a number."""
+    drop = curve[0] - min(curve) if curve else 0.0
+    if drop <= 0:
+        return None
+    return sum(max(b - a, 0.0) for a, b in zip(curve, curve[1:])) / drop
+
+
+def curves(tracker, grid) -> dict:
+    """(model, column) -> each seed's validation curve, from the runs' logged `val_rmse` history."""
+    return {key: [[h.value for h in sorted(tracker.client.get_metric_history(s["run_id"], "val_rmse"),
+                                           key=lambda h: h.step)] for s in cell["seeds"]]
+            for key, cell in grid.items()}
 
 
 def grid_columns(grid) -> list[str]:
@@ -58,6 +115,18 @@ def grid_value(grid, model, col, key):
 def mean_face(cells_or_rows) -> float | None:
     values = [c["mean_face_rmse"] for c in cells_or_rows if finite(c.get("mean_face_rmse"))]
     return values[0] if values else None  # one split for the whole study, so one value
+
+
+def exported(folder) -> dict:
+    """An exported model folder's metrics and config (what --export-best and search.finalize write)."""
+    import json
+    folder = Path(folder)
+    try:
+        return {"folder": str(folder), "metrics": json.loads((folder / "metrics.json").read_text()),
+                "config": json.loads((folder / "config.json").read_text())}
+    except (OSError, ValueError) as exc:
+        from train.errors import UserError
+        raise UserError(f"{folder}: not an exported model folder (needs metrics.json and config.json): {exc}")
 
 
 # ---- the paper's published figures -----------------------------------------------------------

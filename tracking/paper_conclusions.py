@@ -1,0 +1,126 @@
+"""The paper's four conclusions, each answered from the grid: holds, does not hold, or cannot be tested here.
+
+The paper gives RMSE only as bar charts and grades, and times inference on a Colab CPU, so every answer
+compares rankings and ratios within our grid, never our pixels against theirs. A gap counts only when it is
+larger than the seed spread of the cells it compares (max − min over seeds, where a cell has several).
+"""
+from __future__ import annotations
+
+from statistics import mean
+
+from tracking import report_data as rd
+
+TIME_NOISE = 0.20  # within one network, columns whose inference times differ by less are timing noise
+ALIKE = 0.05  # px: two cells of one seed each are alike when closer than this
+
+
+def _noise(grid, key, *cells) -> float:
+    spreads = [rd.spread(grid[c], key) for c in cells if c in grid]
+    return max([s for s in spreads if s is not None], default=0.0)
+
+
+def augmentation_vs_imputation(grid, key) -> tuple[str, str]:
+    """(a) augmentation gives lower RMSE than imputation."""
+    rows = []
+    for m in rd.grid_models(grid):
+        imputed = [(grid[(m, c)][key], c) for c in ("ffill", "knn") if (m, c) in grid]
+        if (m, "augment") not in grid or not imputed:
+            continue
+        best, col = min(imputed)
+        aug = grid[(m, "augment")][key]
+        rows.append((m, aug, best, col, _noise(grid, key, (m, "augment"), (m, col))))
+    if not rows:
+        return "cannot be tested here", "no model has both the augment column and an imputation column"
+    clear = [r for r in rows if r[2] - r[1] > r[4]]
+    worse = [r for r in rows if r[1] - r[2] > r[4]]
+    verdict = ("holds" if len(clear) == len(rows) else "does not hold" if len(worse) == len(rows)
+               else f"holds for {len(clear)} of {len(rows)} models")
+    detail = "; ".join(f"{m}: augment {a:.3f} vs {c} {b:.3f} px (margin {b - a:+.3f}, seed spread {s:.3f})"
+                       for m, a, b, c, s in rows)
+    return verdict, detail
+
+
+def inference_unchanged(grid) -> tuple[str, str]:
+    """(b) augmentation and imputation do not change inference time."""
+    rows = []
+    for m in rd.grid_models(grid):
+        times = [grid[(m, c)]["inference_s_per_100"] for c in rd.grid_columns(grid) if (m, c) in grid]
+        if len(times) > 1:
+            rows.append((m, (max(times) - min(times)) / mean(times), mean(times)))
+    if not rows:
+        return "cannot be tested here", "no model has more than one column"
+    widest = max(rows, key=lambda r: r[1])
+    between = max(r[2] for r in rows) / min(r[2] for r in rows)
+    verdict = "holds" if widest[1] <= TIME_NOISE else "does not hold"
+    detail = (f"within a row (one network, different labels or augmentation) inference times differ by at most "
+              f"{widest[1]:.0%} ({widest[0]}), against {between:.1f}× between the fastest and slowest rows; "
+              + ", ".join(f"{m} {r:.0%}" for m, r, _ in rows) + ". The network is the same within a row, so "
+              "what differs is timing noise")
+    return verdict, detail
+
+
+def hand_vs_tuned(grid, key, curves) -> tuple[str, str]:
+    """(c) the hand-tuned CNN performs like the tuned one, infers faster and trains more smoothly."""
+    cols = [c for c in rd.grid_columns(grid) if ("manual", c) in grid and ("kt-tuned", c) in grid]
+    if not cols:
+        return "cannot be tested here", "the grid lacks the manual or the kt-tuned row"
+    gaps = [(c, grid[("manual", c)][key] - grid[("kt-tuned", c)][key],
+             _noise(grid, key, ("manual", c), ("kt-tuned", c))) for c in cols]
+    alike = [g for g in gaps if abs(g[1]) <= max(g[2], ALIKE)]
+    manual_s = mean(grid[("manual", c)]["inference_s_per_100"] for c in cols)
+    tuned_s = mean(grid[("kt-tuned", c)]["inference_s_per_100"] for c in cols)
+    rough = {m: [r for c in cols for curve in curves.get((m, c), []) if (r := rd.roughness(curve)) is not None]
+             for m in ("manual", "kt-tuned")}
+    smooth = {m: mean(v) for m, v in rough.items() if v}
+    parts = {"performs like": len(alike) * 2 >= len(gaps), "infers faster": manual_s < tuned_s,
+             "trains more smoothly": len(smooth) == 2 and smooth["manual"] < smooth["kt-tuned"]}
+    held = [k for k, ok in parts.items() if ok]
+    verdict = ("holds" if len(held) == 3 else "does not hold" if not held
+               else "partly holds (" + ", ".join(f"{k}: {'yes' if ok else 'no'}" for k, ok in parts.items()) + ")")
+    p_manual, p_tuned = grid[("manual", cols[0])]["params"], grid[("kt-tuned", cols[0])]["params"]
+    detail = (f"manual − kt-tuned RMSE per column: "
+              + ", ".join(f"{c} {g:+.3f} px (spread {s:.3f})" for c, g, s in gaps)
+              + f"; alike (within the seed spread, or 0.05 px) in {len(alike)} of {len(gaps)}. Inference "
+              f"{manual_s:.4f} vs {tuned_s:.4f} s/100 ({tuned_s / manual_s:.2f}×), params {int(p_manual):,} vs "
+              f"{int(p_tuned):,}. Roughness of the validation curves (upticks over the descent, mean over runs; lower "
+              "is smoother): " + (", ".join(f"{m} {v:.2f}" for m, v in smooth.items()) or "no curves"))
+    return verdict, detail
+
+
+def mobilenet(grid, key) -> tuple[str, str]:
+    """(d) MobileNetV2: lowest RMSE and fastest inference; fine-tuned transfer models on augmented data 4–5×
+    better than frozen ones."""
+    rows = rd.grid_models(grid)
+    mobile = [m for m in rows if m.startswith("mobilenetv2")]
+    if not mobile:
+        return "cannot be tested here", "the grid has no MobileNetV2 row"
+    best_of = {m: min(grid[(m, c)][key] for c in rd.grid_columns(grid) if (m, c) in grid) for m in rows}
+    speed = {m: mean(grid[(m, c)]["inference_s_per_100"] for c in rd.grid_columns(grid) if (m, c) in grid)
+             for m in rows}
+    lowest, fastest = min(best_of, key=best_of.get), min(speed, key=speed.get)
+    ratios = [(m.split("-")[0], grid[(f"{m.split('-')[0]}-frozen", "augment")][key] / grid[(m, "augment")][key])
+              for m in rows if m.endswith("-all") and (m, "augment") in grid
+              and (f"{m.split('-')[0]}-frozen", "augment") in grid]
+    caps = sorted({int(float(s["max_epochs"])) for m in mobile for c in rd.grid_columns(grid) if (m, c) in grid
+                   for s in grid[(m, c)]["seeds"] if s.get("max_epochs")})
+    fast = "holds" if fastest in mobile else "does not hold"
+    detail = (f"fastest inference: {fastest} ({speed[fastest]:.4f} s/100; MobileNetV2 "
+              f"{min(speed[m] for m in mobile):.4f}), so that part {fast}. Lowest RMSE: {lowest} "
+              f"({best_of[lowest]:.3f} px) against MobileNetV2's best {min(best_of[m] for m in mobile):.3f} px. "
+              "Frozen / fine-tuned RMSE on the augment column: "
+              + (", ".join(f"{m} {r:.2f}×" for m, r in ratios) or "not run")
+              + f". Without ImageNet weights (not downloadable here) and at {'/'.join(map(str, caps)) or '?'} epochs, "
+              "a frozen backbone is a random feature extractor and no transfer happens, so the RMSE parts test "
+              "random initialisation, not the paper's transfer learning")
+    return f"cannot be tested here for RMSE; fastest inference {fast}", detail
+
+
+def answers(grid, curves) -> list[tuple[str, str, str]]:
+    """[(claim, verdict, figures)] for the paper's conclusions (a)–(d), on test RMSE where every cell has one."""
+    key = rd.score_key(grid)
+    return [("(a) augmentation gives lower RMSE than imputation", *augmentation_vs_imputation(grid, key)),
+            ("(b) augmentation and imputation do not change inference time", *inference_unchanged(grid)),
+            ("(c) the hand-tuned CNN performs like the Keras-tuned one, infers faster and trains more smoothly",
+             *hand_vs_tuned(grid, key, curves)),
+            ("(d) MobileNetV2 gives the lowest RMSE and the fastest inference; fine-tuned transfer models on "
+             "augmented data are 4–5× better than frozen ones", *mobilenet(grid, key))]
