@@ -170,14 +170,14 @@ def finalize(args, tracker, data, log=print) -> dict:
         f"{scores[chosen.cid]['mean_val_rmse']:.3f} px over {args.seeds} seed(s)")
 
     # 2. refit with as many optimizer steps as the selection runs made
+    from train.models import resolve
     from train.split import split3
     train_idx, val_idx, test_idx = split3(data, base.val_fraction, base.test_fraction, base.split, base.seed)
     n_train, n_val = len(train_idx), len(val_idx)
-    best = scores[chosen.cid]["best_epochs"] or [base.epochs]
-    epochs = max(1, round(float(np.mean(best)) * n_train / (n_train + n_val)))
+    epochs, why = refit_epochs(scores[chosen.cid]["best_epochs"], base.epochs,
+                               resolve(chosen.config).get("schedule", "constant"), n_train, n_val)
     refit = dataclasses.replace(base, refit=True, epochs=epochs)
-    log(f"[finalize] refit: {epochs} epochs on {n_train + n_val} faces (best epoch {np.mean(best):.1f} on "
-        f"{n_train} faces, same optimizer steps)")
+    log(f"[finalize] refit: {epochs} epochs on {n_train + n_val} faces ({why})")
 
     def refit_of(config, seed, name, teacher=lambda: None):
         """`teacher`: made only if this step trains (loading an ensemble is not free)."""
@@ -221,6 +221,24 @@ def finalize(args, tracker, data, log=print) -> dict:
             f"{m['mmacs']:.1f}M MACs | {m['inference_s_per_100']:.3f} s/100")
     return {"report": report, "steps": steps, "ship": ship, "images": images, "truth": truth,
             "candidates": candidates, "chosen": chosen}
+
+
+def refit_epochs(best_epochs: list, budget: int, schedule: str, n_train: int, n_val: int) -> tuple[int, str]:
+    """Epochs for the refit on train + validation faces, and why.
+
+    A schedule that decays over the budget (cosine, one-cycle) is at its best near its last epoch by design, and
+    cutting it changes its shape, not just its length: such a refit keeps the budget. So does a constant rate whose
+    selection runs were still improving at the budget. Otherwise early stopping found the best epoch, and the refit
+    makes as many optimizer steps as that epoch did on fewer faces (Goodfellow et al., Deep Learning, 7.8)."""
+    if not best_epochs:
+        return budget, f"the study's {budget} epochs: no selection run to read a best epoch from"
+    best = float(np.mean(best_epochs))
+    if schedule != "constant":
+        return budget, f"the study's {budget} epochs: the {schedule} schedule is planned over them"
+    if max(best_epochs) >= budget:
+        return budget, f"the study's {budget} epochs: a selection run was still improving at its last epoch"
+    return (max(1, round(best * n_train / (n_train + n_val))),
+            f"best epoch {best:.1f} on {n_train} faces, the same optimizer steps")
 
 
 def _check_budget(config: dict, settings, what: str) -> None:

@@ -61,7 +61,18 @@ def test_final_stage_selects_on_seeds_refits_distils_exports_and_resumes_without
     assert len(runs) == 2 and runs[0].data.tags["fkp_chosen_run"] in runs[0].data.tags["fkp_source_runs"]
 
 
-def test_refit_epochs_are_scaled_to_the_same_optimizer_steps_and_a_rerun_gives_the_same_score(study, tmp_path, capsys):
+@pytest.mark.parametrize("best, schedule, expected", [
+    ([20, 24], "constant", 18),   # early stopping found the best epoch: 22 x 70 / (70 + 15) faces, the same steps
+    ([20, 30], "constant", 30),   # one seed still improving at the budget: no cut
+    ([20, 24], "onecycle", 30),   # a decaying schedule is planned over the budget: cutting would reshape it
+    ([], "constant", 30),         # one seed, no selection run: the budget
+])
+def test_refit_epochs_keep_the_steps_of_an_early_stop_and_the_budget_of_a_schedule(best, schedule, expected):
+    epochs, why = finalize.refit_epochs(best, 30, schedule, 70, 15)
+    assert epochs == expected and why
+
+
+def test_the_refit_trains_on_more_faces_and_a_rerun_gives_the_same_score(study, tmp_path, capsys):
     finalize.main(_args(study))
     report_line = next(line for line in capsys.readouterr().out.splitlines() if "[finalize] refit:" in line)
     state = json.loads((tmp_path / "runs" / "finalize" / "s" / "state.json").read_text())
