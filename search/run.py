@@ -173,6 +173,7 @@ def main(argv=None):
     from tracking.mlflow_view import runs_url
     served = tracker.uri.rstrip("/") if tracker.uri.startswith(("http://", "https://")) else "http://127.0.0.1:5000"
     print(f"    then open {runs_url(tracker.experiment_id, served)}")
+    print(f"    and, to compare trials in charts, {runs_url(tracker.experiment_id, served, charts=True)}")
     for engine in engines:
         if engine.name == "optuna":
             print(f"  {stores.dashboard_command(engine.storage_url)}")

@@ -31,7 +31,8 @@ class TrialRunner:
             logged = config  # the trial itself will fail and record why
         # data, split and budget, not hyperparameters
         tags = {**(self.key.tags() if self.key else {}), "max_epochs": settings.epochs, "patience": settings.patience,
-                **(refs or {})}
+                # "rung": a short forecast of a trial (fkp_rung says which); MLflow filters cannot test a tag's absence
+                "fkp_budget": "rung" if (refs or {}).get("fkp_rung") else "full", **(refs or {})}
         run_id = self.tracker.start_trial(self.parent_id, self.study, engine, number, logged, tags)
 
         def on_epoch(epoch, logs):
