@@ -32,9 +32,7 @@ def _pin(core: int):
 def _equal_configs(trials: int) -> list[dict]:
     """N configs of one cost (EDGE at N learning rates): TPE's own draws differ in cost by 10x between runs,
     so the 1- and 2-worker searches would time different work."""
-    from spaces.base import warm_starts
-    from spaces import get
-    edge = warm_starts(get("cnn"))[0]
+    from spaces.cnn import EDGE as edge
     return [{**edge, "learning_rate": edge["learning_rate"] * (1 + i / 10)} for i in range(trials)]
 
 
