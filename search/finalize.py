@@ -154,14 +154,15 @@ def finalize(args, tracker, data, log=print) -> dict:
     # 1. select on more than one seed; the study's own trial is seed 0
     scores = {}
     for c in candidates:
-        vals, best_epochs = [c.rmse], []
+        vals, best_epochs, trained = [c.rmse], [], []
         for seed in range(1, args.seeds):
             e = steps.run(f"select/{c.cid}/seed{seed}", lambda out, c=c, seed=seed: run_trial(
                 c.config, data, dataclasses.replace(select, train_seed=seed), out_dir=out))
             vals.append(e["metrics"]["rmse"])
             best_epochs.append(e["best_epoch"])
+            trained.append(int(e["metrics"]["epochs"]))
         scores[c.cid] = {"trial": c.trial, "run_id": c.run_id, "val_rmse": vals, "mean_val_rmse": float(np.mean(vals)),
-                         "best_epochs": best_epochs}
+                         "best_epochs": best_epochs, "epochs_trained": trained}
         log(f"[finalize] trial {c.trial} ({c.cid}): validation RMSE {', '.join(f'{v:.3f}' for v in vals)} "
             f"-> mean {np.mean(vals):.3f} px")
     ranked = sorted(candidates, key=lambda c: scores[c.cid]["mean_val_rmse"])
@@ -174,7 +175,7 @@ def finalize(args, tracker, data, log=print) -> dict:
     from train.split import split3
     train_idx, val_idx, test_idx = split3(data, base.val_fraction, base.test_fraction, base.split, base.seed)
     n_train, n_val = len(train_idx), len(val_idx)
-    epochs, why = refit_epochs(scores[chosen.cid]["best_epochs"], base.epochs,
+    epochs, why = refit_epochs(scores[chosen.cid]["best_epochs"], scores[chosen.cid]["epochs_trained"], base.epochs,
                                resolve(chosen.config).get("schedule", "constant"), n_train, n_val)
     refit = dataclasses.replace(base, refit=True, epochs=epochs)
     log(f"[finalize] refit: {epochs} epochs on {n_train + n_val} faces ({why})")
@@ -223,20 +224,22 @@ def finalize(args, tracker, data, log=print) -> dict:
             "candidates": candidates, "chosen": chosen}
 
 
-def refit_epochs(best_epochs: list, budget: int, schedule: str, n_train: int, n_val: int) -> tuple[int, str]:
-    """Epochs for the refit on train + validation faces, and why.
+def refit_epochs(best_epochs: list, trained: list, budget: int, schedule: str, n_train: int,
+                 n_val: int) -> tuple[int, str]:
+    """Epochs for the refit on train + validation faces, and why. `trained`: the epochs each selection run trained.
 
     A schedule that decays over the budget (cosine, one-cycle) is at its best near its last epoch by design, and
-    cutting it changes its shape, not just its length: such a refit keeps the budget. So does a constant rate whose
-    selection runs were still improving at the budget. Otherwise early stopping found the best epoch, and the refit
-    makes as many optimizer steps as that epoch did on fewer faces (Goodfellow et al., Deep Learning, 7.8)."""
+    cutting it changes its shape, not just its length: such a refit keeps the budget. So does a constant rate when a
+    selection run used its whole budget (early stopping never fired: it may still have been improving). Only when
+    every run stopped early does the refit make as many optimizer steps as their best epoch did on fewer faces
+    (Goodfellow et al., Deep Learning, 7.8)."""
     if not best_epochs:
         return budget, f"the study's {budget} epochs: no selection run to read a best epoch from"
-    best = float(np.mean(best_epochs))
     if schedule != "constant":
         return budget, f"the study's {budget} epochs: the {schedule} schedule is planned over them"
-    if max(best_epochs) >= budget:
-        return budget, f"the study's {budget} epochs: a selection run was still improving at its last epoch"
+    if not trained or max(trained) >= budget:
+        return budget, f"the study's {budget} epochs: a selection run used them all, so early stopping never fired"
+    best = float(np.mean(best_epochs))
     return (max(1, round(best * n_train / (n_train + n_val))),
             f"best epoch {best:.1f} on {n_train} faces, the same optimizer steps")
 

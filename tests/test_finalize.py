@@ -61,14 +61,14 @@ def test_final_stage_selects_on_seeds_refits_distils_exports_and_resumes_without
     assert len(runs) == 2 and runs[0].data.tags["fkp_chosen_run"] in runs[0].data.tags["fkp_source_runs"]
 
 
-@pytest.mark.parametrize("best, schedule, expected", [
-    ([20, 24], "constant", 18),   # early stopping found the best epoch: 22 x 70 / (70 + 15) faces, the same steps
-    ([20, 30], "constant", 30),   # one seed still improving at the budget: no cut
-    ([20, 24], "onecycle", 30),   # a decaying schedule is planned over the budget: cutting would reshape it
-    ([], "constant", 30),         # one seed, no selection run: the budget
+@pytest.mark.parametrize("best, trained, schedule, expected", [
+    ([20, 24], [25, 29], "constant", 18),  # both stopped early: 22 x 70 / (70 + 15) faces, the same steps
+    ([20, 27], [25, 30], "constant", 30),  # one used the whole budget (best 27, patience 5): early stopping never fired
+    ([20, 24], [25, 29], "onecycle", 30),  # a decaying schedule is planned over the budget: cutting would reshape it
+    ([], [], "constant", 30),              # one seed, no selection run: the budget
 ])
-def test_refit_epochs_keep_the_steps_of_an_early_stop_and_the_budget_of_a_schedule(best, schedule, expected):
-    epochs, why = finalize.refit_epochs(best, 30, schedule, 70, 15)
+def test_refit_epochs_keep_the_steps_of_an_early_stop_and_the_budget_otherwise(best, trained, schedule, expected):
+    epochs, why = finalize.refit_epochs(best, trained, 30, schedule, 70, 15)
     assert epochs == expected and why
 
 
