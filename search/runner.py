@@ -5,7 +5,7 @@ import dataclasses
 import tempfile
 
 from train.models import resolve
-from train.trial import Pruned, Rejected, StopTraining, TrialSettings, run_trial
+from train.trial import Pruned, Rejected, StopTraining, TrialSettings, own_settings, run_trial
 
 
 class TrialRunner:
@@ -29,6 +29,7 @@ class TrialRunner:
             logged = resolve(config)  # every hyperparameter, presets' included, under one name
         except Exception:
             logged = config  # the trial itself will fail and record why
+        capped = own_settings(settings, logged)  # a config's own epoch cap, for progress and the timeout's check
         # data, split and budget, not hyperparameters
         tags = {**(self.key.tags() if self.key else {}), "max_epochs": settings.epochs, "patience": settings.patience,
                 # "rung": a short forecast of a trial (fkp_rung says which); MLflow filters cannot test a tag's absence
@@ -38,10 +39,10 @@ class TrialRunner:
         def on_epoch(epoch, logs):
             val = logs.get("val_rmse", float("nan"))
             self.tracker.log_epoch(run_id, epoch, logs)
-            self.progress.epoch(epoch, settings.epochs, val)
+            self.progress.epoch(epoch, capped.epochs, val)
             if report:
                 report(epoch, val)
-            if self.seconds_left is not None and self.seconds_left() <= 0 and epoch + 1 < settings.epochs:
+            if self.seconds_left is not None and self.seconds_left() <= 0 and epoch + 1 < capped.epochs:
                 self.tracker.client.set_tag(run_id, "stopped_by_timeout", str(epoch + 1))
                 raise StopTraining()
 

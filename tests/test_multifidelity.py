@@ -215,6 +215,10 @@ def test_asha_search_trains_rungs_apart_keeps_them_off_the_leaderboard_and_never
     rung_runs = [r for r in runs if r.data.tags.get("fkp_rung") == "1/3" and r.data.tags["fkp_status"] != "rejected"]
     assert len(rung_runs) == len(counted)
     assert all(r.data.tags["max_epochs"] == "1" for r in rung_runs)
+    # the charts view's filter keeps the full-budget runs and drops every rung run
+    from tracking.mlflow_view import CHARTS_FILTER
+    full = tracker.client.search_runs([tracker.experiment_id], CHARTS_FILTER)
+    assert full and {r.info.run_id for r in full} == {r.info.run_id for r in runs if not r.data.tags.get("fkp_rung")}
     board = collect(tracker, "t")
     assert board and all(row["max_epochs"] == "3" for row in board)
     # a killed attempt's rungs are reused by its retry

@@ -29,14 +29,17 @@ def cells(tracker, study: str) -> dict:
         p, tags = run.data.params, run.data.tags
         if run.info.status != "FINISHED" or "cell_model" not in p:
             continue
-        max_epochs = p.get("max_epochs") or tags.get("max_epochs")  # a capped row's own cap first
+        max_epochs = tags.get("max_epochs")
         if max_epochs is None:  # runs logged before trials carried their budget: the search run has it
             parent = tags.get("mlflow.parentRunId")
             if parent not in parents:
                 parents[parent] = tracker.client.get_run(parent).data.params.get("epochs") if parent else None
             max_epochs = parents[parent]
+        if p.get("max_epochs"):  # a capped row: its own cap, when below the study's
+            max_epochs = min(int(float(p["max_epochs"])), int(float(max_epochs or p["max_epochs"])))
         runs[(p["cell_model"], p["cell_column"], int(p.get("repeat", 0)))] = {
-            **run.data.metrics, "run_id": run.info.run_id, "max_epochs": max_epochs, "patience": tags.get("patience")}
+            **run.data.metrics, "run_id": run.info.run_id, "max_epochs": max_epochs, "patience": tags.get("patience"),
+            "timed_out": "stopped_by_timeout" in tags}
     out: dict = {}
     for (model, col, _), run in sorted(runs.items()):
         out.setdefault((model, col), []).append(run)
@@ -44,7 +47,8 @@ def cells(tracker, study: str) -> dict:
 
 
 def _over_seeds(seeds: list[dict]) -> dict:
-    """Means of the numeric metrics; the first seed's run id and budget; every seed kept under `seeds`."""
+    """Means of the numeric metrics over the seeds that have them; the first seed's run id and budget; every seed
+    kept under `seeds`."""
     cell = {**seeds[0], "seeds": seeds, "n_seeds": len(seeds)}
     for key in {k for s in seeds for k, v in s.items() if finite(v)}:
         values = [s[key] for s in seeds if finite(s.get(key))]
@@ -66,12 +70,14 @@ def score_key(grid) -> str:
 PLATEAU = 0.01  # a run that used its whole budget counts as converged if its last 5 epochs gained under 1%
 
 
-def ending(curve: list[float], max_epochs) -> str:
+def ending(curve: list[float], max_epochs, timed_out: bool = False) -> str:
     """How a run's training ended, from its validation curve: 'stopped early' (early stopping fired before the
-    cap), 'plateau' (ran to the cap, but its best of the last 5 epochs is within 1% of its best before them) or
-    'still improving'."""
+    cap), 'plateau' (ran to the cap, but its best of the last 5 epochs is within 1% of its best before them),
+    'still improving', or 'cut by --timeout'."""
     if not curve:
         return "unknown"
+    if timed_out:
+        return "cut by --timeout"
     if max_epochs is not None and len(curve) < int(float(max_epochs)):
         return "stopped early"
     if len(curve) <= 5:
@@ -83,7 +89,11 @@ def ending(curve: list[float], max_epochs) -> str:
 def roughness(curve: list[float]) -> float | None:
     """How much of its descent a validation curve gives back in upticks: the sum of its epoch-to-epoch rises over
     its drop from the first epoch to its best (0: it never rose). The paper's "trains more smoothly", as a number."""
-    drop = curve[0] - min(curve) if curve else 0.0
+    if not curve:
+        return None
+    # up to the best epoch: a run that stopped early always ends with `patience` epochs of no gain
+    curve = curve[:curve.index(min(curve)) + 1]
+    drop = curve[0] - curve[-1]
     if drop <= 0:
         return None
     return sum(max(b - a, 0.0) for a, b in zip(curve, curve[1:])) / drop

@@ -27,35 +27,38 @@ def _save(fig, path: Path) -> str:
 # ---- the paper's grid ------------------------------------------------------------------------
 def paper(grid, tracker, out: Path) -> dict[str, str]:
     models, cols = rd.grid_models(grid), rd.grid_columns(grid)
+    key = rd.score_key(grid)  # the report's own score: test RMSE where every cell has one
+    label = "test RMSE (px)" if key == "test_rmse" else "validation RMSE (px)"
     files = {}
     fig, ax = plt.subplots(figsize=(10, 4.6), dpi=90)
     width = 0.8 / len(cols)
     for i, col in enumerate(cols):
-        vals = [rd.grid_value(grid, m, col, "rmse") or np.nan for m in models]
+        vals = [rd.grid_value(grid, m, col, key) or np.nan for m in models]
         ax.bar(np.arange(len(models)) + i * width, vals, width, label=col)
     ax.set_xticks(np.arange(len(models)) + 0.4 - width / 2, models, rotation=20, ha="right")
-    floor = rd.mean_face(grid.values())
+    floor = rd.mean_face([{"mean_face_rmse": c.get("mean_face_test_rmse" if key == "test_rmse" else "mean_face_rmse")}
+                          for c in grid.values()])
     # a diverged cell would squash every bar worth comparing
-    top = min(2.5 * floor, 1.15 * max(floor, *(c["rmse"] for c in grid.values()))) if floor is not None else None
+    top = min(2.5 * floor, 1.15 * max(floor, *(c[key] for c in grid.values()))) if floor is not None else None
     if floor is not None:
         ax.axhline(floor, color="k", ls="--", lw=1, label=f"mean face {floor:.2f}")
         ax.set_ylim(0, top)
         for i, col in enumerate(cols):
             for j, m in enumerate(models):
-                v = rd.grid_value(grid, m, col, "rmse")
+                v = rd.grid_value(grid, m, col, key)
                 if v is not None and v > top:
                     ax.text(j + i * width, top * 0.98, f"{v:.0f}", ha="center", va="top", fontsize=6, rotation=90)
     ax.set_xlabel("model (grid row)")
-    ax.set_ylabel("validation RMSE (px)")
+    ax.set_ylabel(label + ", mean over seeds")
     ax.legend(ncol=len(cols) + 1, fontsize=8, loc="lower center", bbox_to_anchor=(0.5, 1.0), frameon=False)
-    fig.suptitle("Validation RMSE by model and missing-label / augmentation column", fontsize=11)
+    fig.suptitle(f"{label[0].upper()}{label[1:-5]} by model and missing-label / augmentation column", fontsize=11)
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
     files["rmse"] = _save(fig, out / "rmse_by_model.png")
 
     fig, ax = plt.subplots(figsize=(6.5, 4.5), dpi=90)
     for m in models:
-        pts = [(grid[(m, c)]["inference_s_per_100"], grid[(m, c)]["rmse"], grid[(m, c)]["params"])
+        pts = [(grid[(m, c)]["inference_s_per_100"], grid[(m, c)][key], grid[(m, c)]["params"])
                for c in cols if (m, c) in grid]
         if pts:
             x, y, p = zip(*pts)
@@ -63,15 +66,15 @@ def paper(grid, tracker, out: Path) -> dict[str, str]:
     title = "Trade-off (marker area ~ parameters)"
     if floor is not None:
         ax.axhline(floor, color="k", ls="--", lw=1)
-        hidden = sum(c["rmse"] > top for c in grid.values())
+        hidden = sum(c[key] > top for c in grid.values())
         ax.set_ylim(0, top)
         title += "\ndashed: mean face" + (f"; {hidden} cells above {top:.0f} px not shown" if hidden else "")
-    files["tradeoff"] = _finish(fig, ax, out / "tradeoff.png", "inference (s / 100 images)", title)
+    files["tradeoff"] = _finish(fig, ax, out / "tradeoff.png", "inference (s / 100 images)", title, label)
 
     curves = {}
     (out / "curves.png").unlink(missing_ok=True)  # never leave a previous report's curves beside this one
     for m in models:
-        col = min((c for c in cols if (m, c) in grid), key=lambda c: grid[(m, c)]["rmse"])
+        col = min((c for c in cols if (m, c) in grid), key=lambda c: grid[(m, c)][key])
         hist = tracker.client.get_metric_history(grid[(m, col)]["run_id"], "val_rmse")
         if len(hist) > 1:  # a one-epoch cell has a point, not a curve
             curves[f"{m} / {col}"] = sorted((h.step + 1, h.value) for h in hist)
@@ -79,13 +82,14 @@ def paper(grid, tracker, out: Path) -> dict[str, str]:
         fig, ax = plt.subplots(figsize=(6.5, 4), dpi=90)
         for m, points in curves.items():
             ax.plot(*zip(*points), marker="o", label=m)
-        files["curves"] = _finish(fig, ax, out / "curves.png", "epoch", "Training curves (each model's best cell)")
+        files["curves"] = _finish(fig, ax, out / "curves.png", "epoch",
+                                  "Validation curves (each model's best cell, its first seed)")
     return files
 
 
-def _finish(fig, ax, path: Path, xlabel: str, title: str) -> str:
+def _finish(fig, ax, path: Path, xlabel: str, title: str, ylabel: str = "validation RMSE (px)") -> str:
     ax.set_xlabel(xlabel)
-    ax.set_ylabel("validation RMSE (px)")
+    ax.set_ylabel(ylabel)
     ax.set_title(title, fontsize=10)
     ax.legend(fontsize=7)
     ax.grid(alpha=0.3)

@@ -139,7 +139,7 @@ def check_limits(model, settings: TrialSettings) -> tuple[int, float]:
     return params, compute
 
 
-def _own_settings(settings: TrialSettings, cfg: dict) -> TrialSettings:
+def own_settings(settings: TrialSettings, cfg: dict) -> TrialSettings:
     """A config may ask for its own weights (`repeat` k: the k-th rerun of one config, on the same split) and
     a lower epoch cap (`max_epochs`): a grid repeats its cheap cells over seeds and caps its costly rows."""
     repeat, cap = int(cfg.get("repeat", 0)), cfg.get("max_epochs")
@@ -156,7 +156,7 @@ def run_trial(config: dict, data, settings: TrialSettings | None = None,
     """Train `config` on `data` and measure it. `on_epoch(epoch, logs)` may raise `Pruned`.
     `teacher`: a Keras model whose predictions on each augmented batch are soft targets (distillation)."""
     cfg = resolve(config)
-    settings = _own_settings(settings or TrialSettings(), cfg)
+    settings = own_settings(settings or TrialSettings(), cfg)
     if not data.labelled:
         raise UserError(f"{data.path}: has no keypoint labels to train on")
     train_idx, val_idx, test_idx = split3(data, settings.val_fraction, settings.test_fraction, settings.split,
