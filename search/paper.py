@@ -17,15 +17,23 @@ def grid(args, data, settings, params: dict, key):
 
 
 def tuned_cnn(args, data, settings, params: dict, key) -> dict:
+    import dataclasses
+
     import spaces
     from search.engine import Budget, run_engine
+    from search.identity import StudyKey
     from search.keras_tuner_engine import KerasTunerEngine
     from tracking.mlflow_tracker import Tracker
     tracker = Tracker("cnn", args.tracking_uri)
+    cnn = spaces.get("cnn")
+    if args.kt_epochs:  # a search of the cnn space, under its own edge budget, at its own epochs
+        settings = dataclasses.replace(settings, epochs=args.kt_epochs, max_params=cnn.max_params)
+        key = StudyKey.of(data, settings)
     study = f"{STUDY}-{key.digest()}"  # one tuning per data and budget, shared by the grids that match
     budget = Budget(args.kt_trials, None, args.seed, study)
-    run_engine(KerasTunerEngine("random"), spaces.get("cnn"), tracker, data, settings, budget,
-               {**params, "space": "cnn", "trials": args.kt_trials}, key)
+    run_engine(KerasTunerEngine("random"), cnn, tracker, data, settings, budget,
+               {**params, "space": "cnn", "trials": args.kt_trials, "epochs": settings.epochs,
+                "max_params": settings.max_params}, key)
     finished = [r for r in tracker.trials(study=study) if r.info.status == "FINISHED" and "rmse" in r.data.metrics]
     if not finished:
         from train.errors import UserError

@@ -60,6 +60,9 @@ def parse(argv):
                          "--tracking-uri and MLflow user, so no secret is typed on a command line")
     ap.add_argument("--kt-trials", type=int, default=3,
                     help="--space paper: trials of the Keras Tuner search behind the tuned-CNN row")
+    ap.add_argument("--kt-epochs", type=int, default=None,
+                    help="--space paper: epochs of each trial of that Keras Tuner search, which then also keeps the cnn "
+                         "space's parameter budget (default: --epochs, and the grid's budget)")
     ap.add_argument("--rows", default=None,
                     help="--space paper: comma list of grid rows to run (default: all). Rows: "
                          + ", ".join(paper_space.ROWS))
@@ -101,10 +104,10 @@ def parse(argv):
         if not wanted or set(wanted) - set(paper_space.COLUMNS):
             raise UserError(f"--columns {args.columns!r}: choose from {', '.join(paper_space.COLUMNS)}")
         args.columns = wanted
-    if args.seeds < 1 or (args.transfer_epochs is not None and args.transfer_epochs < 1):
-        raise UserError("--seeds and --transfer-epochs must be at least 1")
-    if args.space != "paper" and (args.seeds != 1 or args.transfer_epochs is not None):
-        raise UserError("--seeds and --transfer-epochs shape the paper's grid: use them with --space paper")
+    if args.seeds < 1 or any(v is not None and v < 1 for v in (args.transfer_epochs, args.kt_epochs)):
+        raise UserError("--seeds, --transfer-epochs and --kt-epochs must be at least 1")
+    if args.space != "paper" and (args.seeds != 1 or args.transfer_epochs is not None or args.kt_epochs is not None):
+        raise UserError("--seeds, --transfer-epochs and --kt-epochs shape the paper's grid: use them with --space paper")
     if args.trials < 1:
         raise UserError("--trials must be at least 1")
     if args.cluster:

@@ -57,6 +57,8 @@ def test_a_configs_repeat_changes_its_weights_and_its_cap_its_epochs(tiny_csv):
     (["--space", "cnn", "--columns", "none"], "use it with --space paper"),
     (["--space", "cnn", "--seeds", "2"], "use them with --space paper"),
     (["--space", "paper", "--seeds", "0"], "must be at least 1"),
+    (["--space", "paper", "--kt-epochs", "0"], "must be at least 1"),
+    (["--space", "cnn", "--kt-epochs", "3"], "use them with --space paper"),
     (["--space", "paper", "--rows", "manual,bogus"], "--rows 'manual,bogus': choose from baseline, manual, kt-tuned"),
     (["--space", "paper", "--rows", ","], "choose from"),
     (["--space", "cnn", "--rows", "manual"], "use it with --space paper"),
@@ -187,3 +189,20 @@ def test_report_without_a_grid_is_a_one_line_error():
     with pytest.raises(SystemExit) as exit_:
         report.main(["--space", "paper"])
     assert exit_.value.code == 2
+
+
+def test_the_tuned_row_is_a_keras_tuner_search_at_its_own_epochs_within_the_cnn_budget(tiny_csv):
+    from search import run as search_run
+    search_run.main(["--space", "paper", "--data", str(tiny_csv), "--split", "random", "--epochs", "2",
+                     "--rows", "kt-tuned", "--columns", "none", "--kt-trials", "4", "--kt-epochs", "1",
+                     "--study-name", "grid"])
+    tuned = [r for r in Tracker("cnn").trials() if r.data.tags.get("fkp_study", "").startswith("paper-kt-")]
+    assert len(tuned) == 4 and {r.data.tags["fkp_engine"] for r in tuned} == {"keras-tuner"}
+    assert all(r.data.tags["max_epochs"] == "1" and r.data.tags["max_params"] == "250000" for r in tuned)
+    finished = [r for r in tuned if r.data.tags["fkp_status"] == "finished"]
+    assert finished and all(r.data.metrics["params"] <= 250_000 for r in finished)
+    best = min(finished, key=lambda r: r.data.metrics["rmse"])
+    (cell,) = Tracker("paper").trials(study="grid")
+    assert cell.data.params["cell_model"] == "kt-tuned" and cell.data.tags["max_epochs"] == "2"
+    assert {k: cell.data.params[k] for k in ("blocks", "filters_1", "head")} == \
+           {k: best.data.params[k] for k in ("blocks", "filters_1", "head")}  # the row is the search's best config
