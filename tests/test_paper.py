@@ -206,3 +206,23 @@ def test_the_tuned_row_is_a_keras_tuner_search_at_its_own_epochs_within_the_cnn_
     assert cell.data.params["cell_model"] == "kt-tuned" and cell.data.tags["max_epochs"] == "2"
     assert {k: cell.data.params[k] for k in ("blocks", "filters_1", "head")} == \
            {k: best.data.params[k] for k in ("blocks", "filters_1", "head")}  # the row is the search's best config
+
+
+def test_retime_logs_a_second_inference_time_beside_the_trials_own(tiny_csv, capsys):
+    from search import run as search_run
+    from tracking import retime
+    search_run.main(["--space", "paper", "--data", str(tiny_csv), "--split", "random", "--epochs", "1",
+                     "--rows", "manual", "--columns", "none", "--study-name", "grid"])
+    retime.main(["--space", "paper", "--study", "grid"])
+    assert "retimed 1 trial(s) of study 'grid'" in capsys.readouterr().out
+    tracker = Tracker("paper")
+    (run,) = tracker.trials(study="grid")
+    history = tracker.client.get_metric_history(run.info.run_id, "inference_s_per_100")
+    assert sorted(h.step for h in history) == [0, 1] and all(h.value > 0 for h in history)
+    assert run.data.metrics["inference_s_per_100"] == next(h.value for h in history if h.step == 1)
+    assert "retimed_at" in run.data.tags
+    report.main(["--space", "paper", "--study", "grid", "--best", "none", "--output", "out"])
+    assert "timed again one model after another" in open("out/report.md").read()
+    with pytest.raises(SystemExit) as exit_:
+        retime.main(["--space", "paper", "--study", "nope"])
+    assert exit_.value.code == 2

@@ -39,7 +39,7 @@ def cells(tracker, study: str) -> dict:
             max_epochs = min(int(float(p["max_epochs"])), int(float(max_epochs or p["max_epochs"])))
         runs[(p["cell_model"], p["cell_column"], int(p.get("repeat", 0)))] = {
             **run.data.metrics, "run_id": run.info.run_id, "max_epochs": max_epochs, "patience": tags.get("patience"),
-            "timed_out": "stopped_by_timeout" in tags}
+            "timed_out": "stopped_by_timeout" in tags, "retimed": "retimed_at" in tags}
     out: dict = {}
     for (model, col, _), run in sorted(runs.items()):
         out.setdefault((model, col), []).append(run)

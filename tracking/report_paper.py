@@ -204,9 +204,14 @@ def paper(grid, files, command: str, study: str, pub: rd.Published, curves: dict
                table(["model", *strategies],
                      [[m, *(f"{fmt(rd.grid_value(grid, m, s, key), '.3f')} · {pub.grade(m, s) or '—'}"
                             for s in strategies)] for m in graded])]
+    retimed = all(s.get("retimed") for c in grid.values() for s in c["seeds"])
     md += ["## Table 3: inference seconds per 100 images", "",
-           "Ours: one compiled batched call on this CPU after warm-up (median of 20), mean over seeds. The paper's: "
-           "its Colab CPU, per missing-label strategy. Compare ratios between rows, not seconds.", "",
+           "Ours: one compiled batched call on this CPU after warm-up (median of 20), mean over seeds, "
+           + ("timed again one model after another on a quiet machine after the grid (`python -m tracking.retime`), "
+              "so every cell was timed under the same load" if retimed else
+              "as each trial timed it right after training (anything else running then inflates it; "
+              "`python -m tracking.retime` times them all again under one load)")
+           + ". The paper's: its Colab CPU, per missing-label strategy. Compare ratios between rows, not seconds.", "",
            table(["model", *cols, "paper (none / ffill / knn / augment)"],
                  [[m, *(fmt(rd.grid_value(grid, m, c, "inference_s_per_100"), ".4f") for c in cols),
                    " / ".join(f"{pub.seconds(m)[s]:.2f}" for s in rd.PAPER_STRATEGIES if s in pub.seconds(m))
