@@ -89,7 +89,8 @@ def parse(argv):
              if v is not None}
     budget = ({} if given or args.space not in spaces.names() else spaces.get(args.space).quick_budget) or {}
     for name, value in {"trials": 6, "epochs": 5, **budget, **given}.items():
-        setattr(args, name, value)
+        if name != "patience" or args.patience is None:  # a --patience given wins over the quick start's
+            setattr(args, name, value)
     if args.rows is not None:
         if args.space != "paper":
             raise UserError("--rows selects rows of the paper's grid: use it with --space paper")

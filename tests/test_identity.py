@@ -229,6 +229,7 @@ def test_timeout_bounds_the_whole_search_and_a_running_trial_is_measured_as_it_s
 
 def test_the_quick_start_budget_applies_only_when_no_budget_flag_is_given():
     args = search_run.parse(["--space", "cnn"])
-    assert (args.trials, args.epochs, args.timeout) == (6, 75, 420)
+    assert (args.trials, args.epochs, args.timeout, args.patience) == (6, 75, 420, 15)
+    assert search_run.parse(["--space", "cnn", "--patience", "3"]).patience == 3  # a given flag wins
     args = search_run.parse(["--space", "cnn", "--epochs", "2"])
     assert (args.trials, args.epochs, args.timeout) == (6, 2, None)

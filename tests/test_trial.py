@@ -72,3 +72,14 @@ def test_refit_trains_on_training_and_validation_faces_for_every_epoch_and_keeps
     main(["--config", str(config), "--data", str(path), "--split", "random", "--epochs", "3", "--patience", "1",
           "--out", str(tmp_path / "s")])  # the premise: without --refit, early stopping ends it at epoch 2
     assert json.loads((tmp_path / "s" / "metrics.json").read_text())["epochs"] == 2
+
+
+def test_early_stopping_waits_for_one_cycles_warm_up(tmp_path):
+    ds = data.load(write_training_csv(tmp_path / "t.csv", n=24))
+    config = {"model": "cnn", "blocks": 1, "filters_1": 4, "dense_units": 8, "batch_size": 16, "learning_rate": 0.3,
+              "schedule": "onecycle"}
+    curve = run_trial(config, ds, TrialSettings(epochs=12, patience=1, split="random")).history["val_rmse"]
+    warm = int(0.3 * 12)
+    worse = next(i for i in range(1, len(curve)) if curve[i] >= min(curve[:i]))
+    assert worse < warm  # the premise: the rising learning rate made an epoch worse during the warm-up
+    assert len(curve) > warm  # and patience 1 did not stop it there

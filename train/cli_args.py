@@ -7,7 +7,7 @@ DEFAULT_DATA = "../shared/data/training.csv.gz"
 def add_training_flags(ap, epochs: int) -> None:
     ap.add_argument("--data", default=DEFAULT_DATA, help=f"Kaggle-format CSV (default: {DEFAULT_DATA})")
     ap.add_argument("--epochs", type=int, default=epochs, help=f"max epochs per trial (default: {epochs or 5})")
-    ap.add_argument("--patience", type=int, default=5, help="early-stopping patience in epochs")
+    ap.add_argument("--patience", type=int, default=None, help="early-stopping patience in epochs (default: 5)")
     ap.add_argument("--val-fraction", type=float, default=0.15,
                     help="faces for early stopping, pruning and selection (default: 0.15)")
     ap.add_argument("--test-fraction", type=float, default=0.15,
@@ -22,6 +22,6 @@ def settings_from(args, verbose: int = 0) -> TrialSettings:
     from train.errors import UserError
     if args.epochs < 1:
         raise UserError("--epochs must be at least 1")
-    return TrialSettings(epochs=args.epochs, patience=args.patience, val_fraction=args.val_fraction,
+    return TrialSettings(epochs=args.epochs, patience=5 if args.patience is None else args.patience, val_fraction=args.val_fraction,
                          test_fraction=args.test_fraction, split=args.split, seed=args.seed, copies=args.copies, verbose=verbose,
                          refit=bool(getattr(args, "refit", False)))
