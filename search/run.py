@@ -21,6 +21,19 @@ def make_engines(args) -> list:
     return [ENGINES[name].from_args(args) for name in names]
 
 
+def _grid_part(args, flag: str, choices: tuple):
+    """--rows or --columns: a comma list of the paper grid's names, or None."""
+    given = getattr(args, flag)
+    if given is None:
+        return None
+    if args.space != "paper":
+        raise UserError(f"--{flag} selects {flag} of the paper's grid: use it with --space paper")
+    wanted = [r.strip() for r in given.split(",") if r.strip()]
+    if not wanted or set(wanted) - set(choices):
+        raise UserError(f"--{flag} {given!r}: choose from {', '.join(choices)}")
+    return wanted
+
+
 def parse(argv):
     ap = argparse.ArgumentParser(prog="python -m search.run", description=__doc__.splitlines()[0])
     ap.add_argument("--space", default="cnn",
@@ -91,20 +104,8 @@ def parse(argv):
     for name, value in {"trials": 6, "epochs": 5, **budget, **given}.items():
         if name != "patience" or args.patience is None:  # a --patience given wins over the quick start's
             setattr(args, name, value)
-    if args.rows is not None:
-        if args.space != "paper":
-            raise UserError("--rows selects rows of the paper's grid: use it with --space paper")
-        wanted = [r.strip() for r in args.rows.split(",") if r.strip()]
-        if not wanted or set(wanted) - set(paper_space.ROWS):
-            raise UserError(f"--rows {args.rows!r}: choose from {', '.join(paper_space.ROWS)}")
-        args.rows = wanted
-    if args.columns is not None:
-        if args.space != "paper":
-            raise UserError("--columns selects columns of the paper's grid: use it with --space paper")
-        wanted = [c.strip() for c in args.columns.split(",") if c.strip()]
-        if not wanted or set(wanted) - set(paper_space.COLUMNS):
-            raise UserError(f"--columns {args.columns!r}: choose from {', '.join(paper_space.COLUMNS)}")
-        args.columns = wanted
+    args.rows = _grid_part(args, "rows", paper_space.ROWS)
+    args.columns = _grid_part(args, "columns", tuple(paper_space.COLUMNS))
     if args.seeds < 1 or any(v is not None and v < 1 for v in (args.transfer_epochs, args.kt_epochs)):
         raise UserError("--seeds, --transfer-epochs and --kt-epochs must be at least 1")
     if args.space != "paper" and (args.seeds != 1 or args.transfer_epochs is not None or args.kt_epochs is not None):
