@@ -124,9 +124,9 @@ def test_presets_of_the_space_are_the_first_optuna_trials():
     first = study.ask()
     from search.adapters import OptunaSuggest
     from spaces.base import sample
-    from spaces.cnn import EDGE
+    from spaces.cnn import EDGE_FAST
     assert sample(spaces.get("cnn"), OptunaSuggest(first)) == {"model": "cnn", "stem_stride": 2,
-                                                                "batch_norm": True, **EDGE}
+                                                                "batch_norm": True, **EDGE_FAST}
 
 
 def test_a_pruned_trial_keeps_its_curve_in_mlflow(tmp_path):
