@@ -123,7 +123,8 @@ def test_an_interrupted_export_leaves_the_old_folder_whole(study, tmp_path, monk
 def test_a_study_with_no_finished_trial_is_refused_in_one_line(tmp_path, capsys):
     data = write_training_csv(tmp_path / "d.csv", n=30)
     search_run.main(["--space", "cnn", "--data", str(data), "--trials", "1", "--epochs", "1", "--split", "random",
-                     "--no-presets", "--study-name", "none-fit", "--max-params", "500", "--sampler", "random"])
+                     "--no-presets", "--study-name", "none-fit", "--max-params", "500", "--sampler", "random",
+                     "--timeout", "5"])  # every draw is refused; the clock ends the search
     capsys.readouterr()
     with pytest.raises(SystemExit) as exit_:
         finalize.main(["--study", "none-fit", "--data", str(data)])
