@@ -1,5 +1,6 @@
 """The final stage on a real (tiny) study: multi-seed selection, refit, ensemble, distillation, export, resume."""
 import json
+import shutil
 
 import pytest
 
@@ -8,12 +9,28 @@ from search import run as search_run
 from tests.fixtures import write_training_csv
 
 
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    """One real study for the whole module (25 s to make); each test works on its own copy of the stores."""
+    root = tmp_path_factory.mktemp("study")
+    patch = pytest.MonkeyPatch()
+    patch.setenv("FKP_STORE_DIR", str(root / "mlruns"))
+    patch.setenv("FKP_CACHE_DIR", str(root / "cache"))
+    patch.chdir(root)
+    try:
+        data = write_training_csv(root / "d.csv", n=40)
+        search_run.main(["--space", "cnn", "--data", str(data), "--trials", "3", "--epochs", "2", "--split", "random",
+                         "--no-presets", "--study-name", "s", "--max-params", "60000", "--sampler", "random",
+                         "--pruner", "none"])
+    finally:
+        patch.undo()
+    return root, data
+
+
 @pytest.fixture
-def study(tmp_path):
-    data = write_training_csv(tmp_path / "d.csv", n=40)
-    search_run.main(["--space", "cnn", "--data", str(data), "--trials", "3", "--epochs", "2", "--split", "random",
-                     "--no-presets", "--study-name", "s", "--max-params", "60000", "--sampler", "random",
-                     "--pruner", "none"])
+def study(built, tmp_path):
+    root, data = built
+    shutil.copytree(root / "mlruns", tmp_path / "mlruns")  # the test's own store (conftest: FKP_STORE_DIR)
     return data
 
 
