@@ -24,9 +24,10 @@ def paper_report(tracker, study: str, out: Path, command: str, paper_dir=None, b
     if not grid:
         raise UserError(f"no finished grid cells of study {study!r} in {tracker.uri}; "
                         "run python -m search.run --space paper first")
-    files = report_figures.paper(grid, tracker, out)
+    curves = rd.curves(tracker, grid)
+    files = report_figures.paper(grid, curves, out)
     markdown = report_paper.paper(grid, files, command, study, rd.published(paper_dir or rd.PAPER_FIGURES),
-                                  rd.curves(tracker, grid), rd.exported(best) if best else None)
+                                  curves, rd.exported(best) if best else None)
     _write(out, markdown, "Paper study")
     return f"{len(files)} plots ({len(grid)} grid cells)"
 

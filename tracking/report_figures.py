@@ -25,7 +25,8 @@ def _save(fig, path: Path) -> str:
 
 
 # ---- the paper's grid ------------------------------------------------------------------------
-def paper(grid, tracker, out: Path) -> dict[str, str]:
+def paper(grid, curves: dict, out: Path) -> dict[str, str]:
+    """`curves`: report_data.curves, each cell's validation curve per seed (read once for the whole report)."""
     models, cols = rd.grid_models(grid), rd.grid_columns(grid)
     key = rd.score_key(grid)  # the report's own score: test RMSE where every cell has one
     label = "test RMSE (px)" if key == "test_rmse" else "validation RMSE (px)"
@@ -71,16 +72,16 @@ def paper(grid, tracker, out: Path) -> dict[str, str]:
         title += "\ndashed: mean face" + (f"; {hidden} cells above {top:.0f} px not shown" if hidden else "")
     files["tradeoff"] = _finish(fig, ax, out / "tradeoff.png", "inference (s / 100 images)", title, label)
 
-    curves = {}
+    shown = {}
     (out / "curves.png").unlink(missing_ok=True)  # never leave a previous report's curves beside this one
     for m in models:
         col = min((c for c in cols if (m, c) in grid), key=lambda c: grid[(m, c)][key])
-        hist = tracker.client.get_metric_history(grid[(m, col)]["run_id"], "val_rmse")
-        if len(hist) > 1:  # a one-epoch cell has a point, not a curve
-            curves[f"{m} / {col}"] = sorted((h.step + 1, h.value) for h in hist)
-    if curves:
+        first_seed = curves[(m, col)][0]
+        if len(first_seed) > 1:  # a one-epoch cell has a point, not a curve
+            shown[f"{m} / {col}"] = list(enumerate(first_seed, start=1))
+    if shown:
         fig, ax = plt.subplots(figsize=(6.5, 4), dpi=90)
-        for m, points in curves.items():
+        for m, points in shown.items():
             ax.plot(*zip(*points), marker="o", label=m)
         files["curves"] = _finish(fig, ax, out / "curves.png", "epoch",
                                   "Validation curves (each model's best cell, its first seed)")
