@@ -63,7 +63,7 @@ def inference_unchanged(grid) -> tuple[str, str]:
     only be timing noise; its size is known from the cells' own seeds (one network, one column, timed twice)."""
     rows = []
     for m in rd.grid_models(grid):
-        cells = [grid[(m, c)] for c in rd.grid_columns(grid) if (m, c) in grid]
+        cells = rd.row_cells(grid, m)
         if len(cells) < 2:
             continue
         times = [c["inference_s_per_100"] for c in cells]
@@ -122,15 +122,14 @@ def mobilenet(grid, key) -> tuple[str, str]:
     mobile = [m for m in rows if m.startswith("mobilenetv2")]
     if not mobile:
         return "cannot be tested here", "the grid has no MobileNetV2 row"
-    best_of = {m: min(grid[(m, c)][key] for c in rd.grid_columns(grid) if (m, c) in grid) for m in rows}
-    speed = {m: mean(grid[(m, c)]["inference_s_per_100"] for c in rd.grid_columns(grid) if (m, c) in grid)
-             for m in rows}
+    best_of = {m: min(c[key] for c in rd.row_cells(grid, m)) for m in rows}
+    speed = {m: mean(c["inference_s_per_100"] for c in rd.row_cells(grid, m)) for m in rows}
     lowest, fastest = min(best_of, key=best_of.get), min(speed, key=speed.get)
     ratios = [(m.split("-")[0], grid[(f"{m.split('-')[0]}-frozen", "augment")][key] / grid[(m, "augment")][key])
               for m in rows if m.endswith("-all") and (m, "augment") in grid
               and (f"{m.split('-')[0]}-frozen", "augment") in grid]
-    caps = sorted({int(float(s["max_epochs"])) for m in mobile for c in rd.grid_columns(grid) if (m, c) in grid
-                   for s in grid[(m, c)]["seeds"] if s.get("max_epochs")})
+    caps = sorted({int(float(s["max_epochs"])) for m in mobile for c in rd.row_cells(grid, m)
+                   for s in c["seeds"] if s.get("max_epochs")})
     fast = "holds" if fastest in mobile else "does not hold"
     detail = (f"fastest inference: {fastest} ({speed[fastest]:.4f} s/100; MobileNetV2 "
               f"{min(speed[m] for m in mobile):.4f}), so that part {fast}. Lowest RMSE: {lowest} "

@@ -117,6 +117,11 @@ def grid_models(grid) -> list[str]:
     return [m for m in ROWS if m in present] + sorted(present - set(ROWS))
 
 
+def row_cells(grid, model) -> list[dict]:
+    """A row's finished cells, in column order."""
+    return [grid[(model, c)] for c in grid_columns(grid) if (model, c) in grid]
+
+
 def grid_value(grid, model, col, key):
     cell = grid.get((model, col))
     return cell.get(key) if cell else None
