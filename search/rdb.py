@@ -41,15 +41,15 @@ def open_rdb(url: str):
     import random
 
     from optuna.exceptions import StorageInternalError
-    from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
+    from optuna.storages import RetryHeartbeatStaleTrialCallback
     from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
     deadline = time.monotonic() + seconds("FKP_DB_RETRY_S", 60)
     while True:
         try:
-            storage = RDBStorage(url, heartbeat_interval=seconds("FKP_HEARTBEAT_S", 30),
-                                 grace_period=seconds("FKP_GRACE_S", 120),
-                                 heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=2),
-                                 engine_kwargs={"pool_pre_ping": True})
+            storage = _retrying_rdb_class()(
+                url, heartbeat_interval=seconds("FKP_HEARTBEAT_S", 30), grace_period=seconds("FKP_GRACE_S", 120),
+                heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=2),
+                engine_kwargs={"pool_pre_ping": True})
             break
         except (IntegrityError, ProgrammingError, OperationalError, StorageInternalError) as exc:
             # Workers started together on an empty database race to create Optuna's tables (PostgreSQL:
@@ -70,6 +70,69 @@ RESTARTING = ("shutting down", "starting up", "in recovery mode", "terminating c
 
 def _restarting(exc) -> bool:
     return any(phrase in str(exc) for phrase in RESTARTING)
+
+
+def _restarting_chain(exc) -> bool:
+    """Optuna wraps a commit's driver error in StorageInternalError: the restart shows in its cause."""
+    seen = 0
+    while exc is not None and seen < 5:
+        if _restarting(exc):
+            return True
+        exc, seen = exc.__cause__ or exc.__context__, seen + 1
+    return False
+
+
+# Every storage call Optuna makes, directly or through its _CachedStorage: a pooled connection can pass its
+# pre-ping and then be cut by a database restart mid-query, and that one call would end the worker.
+RETRIED = ("create_new_study", "delete_study", "set_study_user_attr", "set_study_system_attr",
+           "get_study_id_from_name", "get_study_name_from_id", "get_study_directions", "get_study_user_attrs",
+           "get_study_system_attrs", "get_all_studies", "create_new_trial", "_create_new_trial", "set_trial_param",
+           "_set_trial_param", "get_trial_param", "get_trial_id_from_study_id_trial_number", "get_best_trial",
+           "_get_best_trial_id", "set_trial_state_values", "set_trial_intermediate_value", "set_trial_user_attr",
+           "set_trial_system_attr", "get_trial", "get_all_trials", "_get_trials", "record_heartbeat",
+           "_get_stale_trial_ids")
+_RETRYING = []
+
+
+def _retry(name: str, method):
+    import functools
+
+    @functools.wraps(method)
+    def call(self, *args, **kwargs):
+        deadline = None
+        while True:
+            try:
+                return method(self, *args, **kwargs)
+            except Exception as exc:
+                if not _restarting_chain(exc):
+                    raise
+                deadline = deadline or time.monotonic() + seconds("FKP_DB_RETRY_S", 60)
+                if time.monotonic() > deadline:
+                    raise
+                if name == "set_trial_state_values" and _already(self, *args):
+                    return True  # the cut commit had landed: the trial is already in that state
+                time.sleep(0.5)
+    return call
+
+
+def _already(storage, trial_id, state, values=None) -> bool:
+    try:
+        return storage.get_trial(trial_id).state == state
+    except Exception:
+        return False
+
+
+def _retrying_rdb_class():
+    """RDBStorage whose calls wait out a database restart (FKP_DB_RETRY_S) instead of failing.
+
+    A retried write whose commit did land before the cut (rare: the server must finish the commit and then drop
+    the connection before answering) fails on its retry with Optuna's own error, as it would without the retry;
+    a finished trial's state is the one write checked, because it is the one a worker makes at every trial's end."""
+    if not _RETRYING:
+        from optuna.storages import RDBStorage
+        methods = {name: _retry(name, getattr(RDBStorage, name)) for name in RETRIED if hasattr(RDBStorage, name)}
+        _RETRYING.append(type("RetryingRDBStorage", (RDBStorage,), methods))
+    return _RETRYING[0]
 
 
 def retry_connections(engine, url: str, limit: int) -> None:

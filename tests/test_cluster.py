@@ -118,6 +118,35 @@ def test_workers_started_together_on_an_empty_database_all_open_it(servers, tmp_
     assert all(p.returncode == 0 and "opened" in out for p, out in zip(procs, outs)), outs  # none lost the race
 
 
+def test_a_connection_cut_after_its_pre_ping_is_retried_not_fatal(servers):
+    """CI met this: PostgreSQL restarted between a pooled connection's pre-ping and its query, and the worker
+    ended on that one storage call. Here the server really terminates the backend at that moment."""
+    import psycopg
+    from sqlalchemy import event
+
+    from search.rdb import open_rdb
+    with psycopg.connect(servers.db_url("postgres"), autocommit=True) as conn:
+        conn.execute("CREATE DATABASE cut")
+    storage = open_rdb(servers.db_url("cut"))
+    study_id = storage.create_new_study([optuna.study.StudyDirection.MINIMIZE], "cut")
+    cuts = []
+
+    @event.listens_for(storage.engine, "checkout")
+    def cut(dbapi_conn, record, proxy):  # after the pre-ping: the connection is known good, then it is killed
+        if not cuts:
+            pid = dbapi_conn.info.backend_pid
+            with psycopg.connect(servers.db_url("postgres"), autocommit=True) as admin:
+                admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+            cuts.append(pid)
+
+    assert storage.get_study_id_from_name("cut") == study_id
+    assert cuts  # the cut did happen, and the call still answered
+    trial_id = storage.create_new_trial(study_id)
+    cuts.clear()
+    storage.set_trial_state_values(trial_id, optuna.trial.TrialState.COMPLETE, [1.0])
+    assert cuts and storage.get_trial(trial_id).state == optuna.trial.TrialState.COMPLETE
+
+
 def test_a_worker_killed_mid_trial_is_failed_by_its_heartbeat_and_rerun(servers, tiny_csv, tmp_path, monkeypatch):
     study = "pg-kill"
     log = tmp_path / "killed.log"
