@@ -154,6 +154,12 @@ def test_report_answers_the_papers_conclusions_beside_its_tables(tmp_path):
     assert "| manual | 0.500 |" in md and "baseline" not in md.split("## Table 1")[1].split("## Where")[0]
     assert "no finished cell in this study: none, ffill" in md
 
+    # a row run again in another study replaces that row's cells, whole; the report names each study's rows
+    report.main(["--space", "paper", "--study", "paper,another", "--output", str(tmp_path / "both")])
+    md = _squeezed(tmp_path / "both" / "report.md")
+    assert "studies `paper` (baseline, kt-tuned, manual, mobilenetv2-all, mobilenetv2-frozen), `another` (manual)" in md
+    assert "| manual | 3.500 | 3.100 | — | 3.200 | 0.500 | — |" in md  # paper's manual cells, another's masked one
+
 
 def test_the_report_shows_an_exported_model_beside_the_grid(tmp_path):
     import json

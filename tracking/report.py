@@ -1,6 +1,6 @@
 """Reports from MLflow as Markdown + HTML with PNG plots.
 
-python -m tracking.report --space paper [--study NAME] [--output DIR]   the paper's grid beside its published tables
+python -m tracking.report --space paper [--study NAME[,NAME…]] [--output DIR]   the paper's grid beside its published tables
 python -m tracking.report --space cnn [--study NAME[,NAME…]] [--output DIR]   engines compared on one space
 
 Data: report_data.py; figures: report_figures.py; Markdown and HTML: report_render.py (the paper's: report_paper.py,
@@ -92,7 +92,8 @@ def main(argv=None):
     ap = argparse.ArgumentParser(prog="python -m tracking.report", description=__doc__.splitlines()[0])
     ap.add_argument("--space", default="paper", help="paper (the paper's grid) or a search space such as cnn")
     ap.add_argument("--study", default=None,
-                    help="paper: the grid's study (default: the newest). Other spaces: a comma list of studies, each a "
+                    help="paper: the grid's study (default: the newest), or a comma list whose later studies' cells replace the same "
+                         "cells of earlier ones (a row run again at another cap). Other spaces: a comma list of studies, each a "
                          "repeat (default: the newest study and every study on the same data and budget)")
     ap.add_argument("--output", default=None, help="default: docs/paper, or reports/<space>")
     ap.add_argument("--paper-figures", default=None, help="folder of the paper's published CSVs "

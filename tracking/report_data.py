@@ -23,7 +23,17 @@ def finite(v) -> bool:
 # ---- the paper's grid ------------------------------------------------------------------------
 def cells(tracker, study: str) -> dict:
     """(model, column) -> the cell over its seeds: mean metrics, and `seeds`, one entry per repeat (the latest
-    finished run of each), with its budget and how its training ended (see `ending`)."""
+    finished run of each), with its budget and how its training ended (see `ending`), and the `study` it came from.
+
+    `study` may be a comma list: a later study's cell replaces the same (model, column) cell of an earlier one,
+    whole (all its seeds), e.g. a row run again at a higher epoch cap, which is another study (see search.identity)."""
+    out = {}
+    for name in [s.strip() for s in study.split(",") if s.strip()]:
+        out.update({key: {**cell, "study": name} for key, cell in _study_cells(tracker, name).items()})
+    return out
+
+
+def _study_cells(tracker, study: str) -> dict:
     runs, parents = {}, {}
     for run in sorted(tracker.trials(study=study), key=lambda r: r.info.start_time):
         p, tags = run.data.params, run.data.tags

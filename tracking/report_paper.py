@@ -64,6 +64,15 @@ def _budget(grid) -> str:
             + f"{'/'.join(map(str, seeds))} seed{'s' if seeds != [1] else ''} per cell")
 
 
+def _sources(grid, study: str) -> str:
+    names = [s.strip() for s in study.split(",") if s.strip()]
+    if len(names) == 1:
+        return f"study `{names[0]}`"
+    rows = {n: sorted({m for (m, _), c in grid.items() if c.get("study") == n}) for n in names}
+    return ("studies " + ", ".join(f"`{n}` ({', '.join(rows[n]) or 'no cell kept'})" for n in names)
+            + ", a later study's cells replacing the same cells of an earlier one")
+
+
 def _paper_params(pub: rd.Published, model: str) -> tuple[str, str]:
     found = pub.table1(model)
     if found is None:
@@ -154,8 +163,8 @@ def paper(grid, files, command: str, study: str, pub: rd.Published, curves: dict
     images = {c: next((grid[(m, c)]["train_images"] for m in models if "train_images" in grid.get((m, c), {})), None)
               for c in cols}
     md = ["# The paper's study on our data", "",
-          f"Made by `{command}` from the MLflow store: study `{study}` of `python -m search.run --space paper`, "
-          f"{_budget(grid)}. RMSE is in pixels over labelled keypoints on a person-aware split (no test or "
+          f"Made by `{command}` from the MLflow store: {_sources(grid, study)} of `python -m search.run --space "
+          f"paper`, {_budget(grid)}. RMSE is in pixels over labelled keypoints on a person-aware split (no test or "
           f"validation face is a near-duplicate of a training face); the findings use **{LABEL[key]}**"
           + (" (faces that neither training nor early stopping saw)" if key == "test_rmse" else "")
           + ", the mean over a cell's seeds, with the spread (max − min over seeds) in brackets. The paper's "
