@@ -49,7 +49,8 @@ def _study_cells(tracker, study: str) -> dict:
             max_epochs = min(int(float(p["max_epochs"])), int(float(max_epochs or p["max_epochs"])))
         runs[(p["cell_model"], p["cell_column"], int(p.get("repeat", 0)))] = {
             **run.data.metrics, "run_id": run.info.run_id, "max_epochs": max_epochs, "patience": tags.get("patience"),
-            "timed_out": "stopped_by_timeout" in tags, "retimed": "retimed_at" in tags}
+            "timed_out": "stopped_by_timeout" in tags, "retimed": tags.get("retimed_at"),
+            "retime_rounds": tags.get("retime_rounds")}
     out: dict = {}
     for (model, col, _), run in sorted(runs.items()):
         out.setdefault((model, col), []).append(run)

@@ -64,6 +64,19 @@ def _budget(grid) -> str:
             + f"{'/'.join(map(str, seeds))} seed{'s' if seeds != [1] else ''} per cell")
 
 
+def _timing(runs: list[dict]) -> str:
+    stamps, rounds = {r.get("retimed") for r in runs}, {r.get("retime_rounds") for r in runs}
+    if None in stamps:
+        return ("as each trial timed it right after training (anything else running then inflates it; "
+                "`python -m tracking.retime` times them all again under one load)")
+    if len(stamps) == 1 and None not in rounds:
+        return (f"timed again together on a quiet machine after the grid (`python -m tracking.retime`: "
+                f"{'/'.join(sorted(rounds))} interleaved rounds, the median kept), so every cell was timed under the "
+                "same load")
+    return (f"timed again after the grid in {len(stamps)} separate calls of `python -m tracking.retime`: cells timed "
+            "in different calls may differ by the load of the moment")
+
+
 def _sources(grid, study: str) -> str:
     names = [s.strip() for s in study.split(",") if s.strip()]
     if len(names) == 1:
@@ -213,13 +226,9 @@ def paper(grid, files, command: str, study: str, pub: rd.Published, curves: dict
                table(["model", *strategies],
                      [[m, *(f"{fmt(rd.grid_value(grid, m, s, key), '.3f')} · {pub.grade(m, s) or '—'}"
                             for s in strategies)] for m in graded])]
-    retimed = all(s.get("retimed") for c in grid.values() for s in c["seeds"])
     md += ["## Table 3: inference seconds per 100 images", "",
            "Ours: one compiled batched call on this CPU after warm-up (median of 20), mean over seeds, "
-           + ("timed again one model after another on a quiet machine after the grid (`python -m tracking.retime`), "
-              "so every cell was timed under the same load" if retimed else
-              "as each trial timed it right after training (anything else running then inflates it; "
-              "`python -m tracking.retime` times them all again under one load)")
+           + _timing([s for c in grid.values() for s in c["seeds"]])
            + ". The paper's: its Colab CPU, per missing-label strategy. Compare ratios between rows, not seconds.", "",
            table(["model", *cols, "paper (none / ffill / knn / augment)"],
                  [[m, *(fmt(rd.grid_value(grid, m, c, "inference_s_per_100"), ".4f") for c in cols),
