@@ -76,6 +76,8 @@ def _restarting_chain(exc) -> bool:
     """Optuna wraps a commit's driver error in StorageInternalError: the restart shows in its cause."""
     seen = 0
     while exc is not None and seen < 5:
+        if isinstance(exc, StorageUnreachable):
+            return False  # the connection wait below already gave the database its time: stop now
         if _restarting(exc):
             return True
         exc, seen = exc.__cause__ or exc.__context__, seen + 1
