@@ -65,7 +65,7 @@ def open_rdb(url: str):
 
 
 RESTARTING = ("shutting down", "starting up", "in recovery mode", "terminating connection",
-              "server closed the connection unexpectedly")
+              "server closed the connection unexpectedly", "Connection reset by peer", "EOF detected")
 
 
 def _restarting(exc) -> bool:
@@ -94,15 +94,21 @@ RETRIED = ("create_new_study", "delete_study", "set_study_user_attr", "set_study
            "set_trial_system_attr", "get_trial", "get_all_trials", "_get_trials", "record_heartbeat",
            "_get_stale_trial_ids")
 _RETRYING = []
+_depth = threading.local()  # only the outermost call retries: get_all_trials calls _get_trials, and so on
 
 
 def _retry(name: str, method):
     import functools
+    import inspect
+    signature = inspect.signature(method)
 
     @functools.wraps(method)
     def call(self, *args, **kwargs):
+        if getattr(_depth, "n", 0):
+            return method(self, *args, **kwargs)
         deadline = None
         while True:
+            _depth.n = 1
             try:
                 return method(self, *args, **kwargs)
             except Exception as exc:
@@ -111,15 +117,26 @@ def _retry(name: str, method):
                 deadline = deadline or time.monotonic() + seconds("FKP_DB_RETRY_S", 60)
                 if time.monotonic() > deadline:
                     raise
-                if name == "set_trial_state_values" and _already(self, *args):
-                    return True  # the cut commit had landed: the trial is already in that state
-                time.sleep(0.5)
+                if name == "set_trial_state_values":
+                    bound = signature.bind(self, *args, **kwargs).arguments
+                    if _landed(self, bound["trial_id"], bound["state"]):
+                        return True
+            finally:
+                _depth.n = 0
+            time.sleep(0.5)
     return call
 
 
-def _already(storage, trial_id, state, values=None) -> bool:
+def _landed(storage, trial_id, state) -> bool:
+    """A cut commit that had landed: the trial already ended in the state its owner was writing. Only COMPLETE and
+    PRUNED: RUNNING (taking a queued trial) and FAIL (a stale trial) are written by any worker, and Optuna's own
+    answer to a second writer (False, or UpdateFinishedTrialError) is the right one there."""
+    from optuna.storages import RDBStorage
+    from optuna.trial import TrialState
+    if state not in (TrialState.COMPLETE, TrialState.PRUNED):
+        return False
     try:
-        return storage.get_trial(trial_id).state == state
+        return RDBStorage.get_trial(storage, trial_id).state == state
     except Exception:
         return False
 
@@ -128,13 +145,27 @@ def _retrying_rdb_class():
     """RDBStorage whose calls wait out a database restart (FKP_DB_RETRY_S) instead of failing.
 
     A retried write whose commit did land before the cut (rare: the server must finish the commit and then drop
-    the connection before answering) fails on its retry with Optuna's own error, as it would without the retry;
-    a finished trial's state is the one write checked, because it is the one a worker makes at every trial's end."""
+    the connection before answering) is written again. Attributes, intermediate values, heartbeats and params
+    (Optuna ignores the duplicate key) come out the same; a trial's end is checked (`_landed`); a new trial would be
+    made twice, the extra one left RUNNING without a heartbeat (Optuna's own retries of a commit share that risk)."""
     if not _RETRYING:
         from optuna.storages import RDBStorage
         methods = {name: _retry(name, getattr(RDBStorage, name)) for name in RETRIED if hasattr(RDBStorage, name)}
-        _RETRYING.append(type("RetryingRDBStorage", (RDBStorage,), methods))
+
+        def __setstate__(self, state):  # an unpickled copy makes a new engine: give it the connection wait again
+            RDBStorage.__setstate__(self, state)
+            if not self.url.startswith("sqlite"):
+                retry_connections(self.engine, self.url, seconds("FKP_DB_RETRY_S", 60))
+
+        _RETRYING.append(type("RetryingRDBStorage", (RDBStorage,),
+                              {"__module__": __name__, "__setstate__": __setstate__, **methods}))
     return _RETRYING[0]
+
+
+def __getattr__(name):  # pickle finds the class by name, and it is made on first use (Optuna is imported late)
+    if name == "RetryingRDBStorage":
+        return _retrying_rdb_class()
+    raise AttributeError(name)
 
 
 def retry_connections(engine, url: str, limit: int) -> None:

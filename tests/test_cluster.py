@@ -6,6 +6,7 @@ study reused with other data or another space, and Keras Tuner's chief/worker mo
 """
 import json
 import os
+import pickle
 import shutil
 import signal
 import subprocess
@@ -141,10 +142,12 @@ def test_a_connection_cut_after_its_pre_ping_is_retried_not_fatal(servers):
 
     assert storage.get_study_id_from_name("cut") == study_id
     assert cuts  # the cut did happen, and the call still answered
-    trial_id = storage.create_new_trial(study_id)
+    cached = optuna.storages.get_storage(storage)  # as Optuna calls it: through its cache, with keywords
+    trial_id = cached.create_new_trial(study_id)
     cuts.clear()
-    storage.set_trial_state_values(trial_id, optuna.trial.TrialState.COMPLETE, [1.0])
+    cached.set_trial_state_values(trial_id, state=optuna.trial.TrialState.COMPLETE, values=[1.0])
     assert cuts and storage.get_trial(trial_id).state == optuna.trial.TrialState.COMPLETE
+    assert pickle.loads(pickle.dumps(storage)).get_study_id_from_name("cut") == study_id
 
 
 def test_a_worker_killed_mid_trial_is_failed_by_its_heartbeat_and_rerun(servers, tiny_csv, tmp_path, monkeypatch):

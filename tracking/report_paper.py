@@ -69,10 +69,11 @@ def _timing(runs: list[dict]) -> str:
     if None in stamps:
         return ("as each trial timed it right after training (anything else running then inflates it; "
                 "`python -m tracking.retime` times them all again under one load)")
-    if len(stamps) == 1 and None not in rounds:
-        return (f"timed again together on a quiet machine after the grid (`python -m tracking.retime`: "
-                f"{'/'.join(sorted(rounds))} interleaved rounds, the median kept), so every cell was timed under the "
-                "same load")
+    if len(stamps) == 1:
+        how = ("" if None in rounds else
+               f": {'/'.join(sorted(rounds))} interleaved rounds, the median kept")
+        return (f"timed again together on a quiet machine after the grid (`python -m tracking.retime`{how}), so "
+                "every cell was timed under the same load")
     return (f"timed again after the grid in {len(stamps)} separate calls of `python -m tracking.retime`: cells timed "
             "in different calls may differ by the load of the moment")
 

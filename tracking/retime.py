@@ -33,7 +33,7 @@ def retime(tracker, study: str, rounds: int = 5, log=print) -> int:
     from tracking.report_data import _load
     from train import metrics
     runs = []
-    for name in [s.strip() for s in study.split(",") if s.strip()]:
+    for name in dict.fromkeys(s.strip() for s in study.split(",") if s.strip()):
         found = [r for r in tracker.trials(study=name)
                  if r.info.status == "FINISHED" and "inference_s_per_100" in r.data.metrics]
         if not found:
