@@ -3,7 +3,8 @@ restarts.
 
 FKP_HEARTBEAT_S (default 30) and FKP_GRACE_S (120): how often a running trial records that it is alive,
 and how long after its last heartbeat another worker fails it and queues its values again.
-FKP_DB_RETRY_S (60): how long a storage call waits for the database to come back before the worker
+FKP_DB_RETRY_S (60): how long a storage call, or a worker opening the storage, waits for the database to come
+back (or up) before the worker
 stops with one line (its running trial is then failed and re-run by the next worker, as for a kill).
 """
 from __future__ import annotations
@@ -43,7 +44,7 @@ def open_rdb(url: str):
     from optuna.exceptions import StorageInternalError
     from optuna.storages import RetryHeartbeatStaleTrialCallback
     from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
-    deadline = time.monotonic() + seconds("FKP_DB_RETRY_S", 60)
+    deadline, told = time.monotonic() + seconds("FKP_DB_RETRY_S", 60), False
     while True:
         try:
             storage = _retrying_rdb_class()(
@@ -56,8 +57,15 @@ def open_rdb(url: str):
             # "duplicate key ... pg_type_typname_nsp_index"); the tables exist once one has won. A database
             # restarting while a worker opens it breaks the commit (Optuna: "An exception is raised during
             # the commit"): the same bounded wait as for a database that goes away mid-search.
-            if time.monotonic() > deadline or (isinstance(exc, OperationalError) and not _restarting(exc)):
-                raise  # a wrong password or an address with no server: the caller says so in one line, now
+            # A refused connection is also a database restarting (CI met a worker that started in that window),
+            # or not up yet: waited for, and said so, like a restart mid-search. A wrong password is not.
+            waits = _restarting(exc) or "Connection refused" in str(exc)
+            if time.monotonic() > deadline or (isinstance(exc, OperationalError) and not waits):
+                raise  # a wrong password, or no server within the wait: the caller says so in one line
+            if waits and not told:
+                print(f"[optuna] database {redact(url)} not answering ({_first_line(exc)}): retrying for up to "
+                      f"{seconds('FKP_DB_RETRY_S', 60)} s", flush=True)
+                told = True
             time.sleep(0.2 + random.random())
     if not url.startswith("sqlite"):
         retry_connections(storage.engine, url, seconds("FKP_DB_RETRY_S", 60))
@@ -66,6 +74,10 @@ def open_rdb(url: str):
 
 RESTARTING = ("shutting down", "starting up", "in recovery mode", "terminating connection",
               "server closed the connection unexpectedly", "Connection reset by peer", "EOF detected")
+
+
+def _first_line(exc) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
 
 
 def _restarting(exc) -> bool:
@@ -185,7 +197,7 @@ def retry_connections(engine, url: str, limit: int) -> None:
                 conn = dialect.connect(*cargs, **cparams)
             except dialect.loaded_dbapi.OperationalError as exc:
                 waited = time.monotonic() - t0
-                reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
+                reason = _first_line(exc)
                 if gave_up.is_set() or waited >= limit:
                     gave_up.set()
                     raise StorageUnreachable(

@@ -119,6 +119,25 @@ def test_workers_started_together_on_an_empty_database_all_open_it(servers, tmp_
     assert all(p.returncode == 0 and "opened" in out for p, out in zip(procs, outs)), outs  # none lost the race
 
 
+def test_a_worker_started_while_the_database_is_down_waits_for_it(servers, tmp_path):
+    """CI met this under load: a worker was still opening the storage when the chaos test restarted PostgreSQL,
+    and 'Connection refused' ended it."""
+    url = servers.db_url("optuna")
+    code = f"from search.rdb import open_rdb; open_rdb({url!r}); print('opened')"
+    env = {**os.environ, "PYTHONPATH": str(REPO), "FKP_DB_RETRY_S": "120"}
+    servers.stop_pg()
+    try:
+        proc = subprocess.Popen([sys.executable, "-c", code], env=env, cwd=tmp_path, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True)
+        time.sleep(8)  # python and Optuna import in about 3 s: the worker meets the database down
+        assert proc.poll() is None, proc.communicate()[0]
+    finally:
+        servers.start_pg()
+    out = proc.communicate(timeout=120)[0]
+    assert proc.returncode == 0 and "opened" in out, out
+    assert "not answering" in out and "Connection refused" in out and "retrying for up to 120 s" in out
+
+
 def test_a_connection_cut_after_its_pre_ping_is_retried_not_fatal(servers):
     """CI met this: PostgreSQL restarted between a pooled connection's pre-ping and its query, and the worker
     ended on that one storage call. Here the server really terminates the backend at that moment."""
