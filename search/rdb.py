@@ -4,8 +4,8 @@ restarts.
 FKP_HEARTBEAT_S (default 30) and FKP_GRACE_S (120): how often a running trial records that it is alive,
 and how long after its last heartbeat another worker fails it and queues its values again.
 FKP_DB_RETRY_S (60): how long a storage call, or a worker opening the storage, waits for the database to come
-back (or up) before the worker
-stops with one line (its running trial is then failed and re-run by the next worker, as for a kill).
+back (or up) before the worker stops with one line (its running trial is then failed and re-run by the next
+worker, as for a kill).
 """
 from __future__ import annotations
 
