@@ -58,17 +58,17 @@ class Server:
                 self.proc.wait()
 
 
-def _seen(url: str, ready: str = "") -> tuple[str, str]:
+def _seen(url: str, *ready: str) -> tuple[str, str]:
     """(the page's text as a person reads it, its HTML) after Chromium has run its scripts. A page whose data came
-    after Chromium's time budget (a server's first, cold request) is looked at again, twice at most, until `ready`
-    shows; the assertions then judge what a person would see."""
+    after Chromium's time budget (a server's first, cold request) is looked at again, twice at most, until all of
+    `ready` shows; the assertions then judge what a person would see."""
     for _ in range(3):
         dom = subprocess.run([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--window-size=2400,1000",
                               "--virtual-time-budget=20000", "--dump-dom", url],
                              capture_output=True, text=True, timeout=180).stdout
         text = re.sub(r"<(script|style)\b.*?</\1>", " ", dom, flags=re.S)
         text = re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", text))
-        if ready in text:
+        if all(r in text for r in ready):
             break
     return text, dom
 
@@ -115,7 +115,7 @@ def test_a_person_sees_runs_metrics_engines_and_the_named_study(store, tmp_path)
         servers.append(Server(stores.dashboard_command(url), 8081, "/api/studies", log))
         mlflow_ui, dashboard = servers
 
-        text, _ = _seen(mlflow_view.runs_url(tracker.experiment_id, mlflow_ui.base), ready="test_rmse")
+        text, _ = _seen(mlflow_view.runs_url(tracker.experiment_id, mlflow_ui.base), "test_rmse")
         assert "Training runs" in text  # the runs, not MLflow's GenAI overview
         for column in ("fkp_engine", "rmse", "test_rmse", "params", "size_mb", "learning_rate", "imputation"):
             assert re.search(rf"\b{re.escape(column)}\b", text), column
@@ -125,18 +125,18 @@ def test_a_person_sees_runs_metrics_engines_and_the_named_study(store, tmp_path)
         assert f"{best.data.metrics['test_rmse']:.4f}"[:6] in text
 
         text, dom = _seen(mlflow_view.runs_url(tracker.experiment_id, mlflow_ui.base, charts=True),
-                          ready="Parallel Coordinates")
+                          "Trials compared (3)", "Parallel Coordinates")
         assert "Trials compared (3)" in text and "Parallel Coordinates" in text  # the charts view's own section
         assert "fkp_budget" in dom  # its filter, in the search box: full-budget trials only
 
         study_id = optuna.load_study(study_name="t", storage=url)._study_id
-        text, _ = _seen(f"{dashboard.base}/dashboard/studies/{study_id}", ready="Best Trial")
+        text, _ = _seen(f"{dashboard.base}/dashboard/studies/{study_id}", "Best Trial")
         assert "t (id=" in text and "Best Trial (number=0)" in text
         assert "History y Axis rmse" in text and "Objective 0" not in text  # the objective by its name
-        text, _ = _seen(f"{dashboard.base}/dashboard/studies/{study_id}/trials", ready="mlflow_run_id")
+        text, _ = _seen(f"{dashboard.base}/dashboard/studies/{study_id}/trials", "mlflow_run_id")
         assert "1 Trials" in text and "mlflow_run_id" in text  # the trial, linked to its MLflow run
 
-        text, dom = _seen(f"{dashboard.base}/dashboard/studies/{published}/trials", ready="MLflow run")
+        text, dom = _seen(f"{dashboard.base}/dashboard/studies/{published}/trials", "MLflow run")
         assert "MLflow run" in text and optuna_run.info.run_id in text  # the note
         assert "test RMSE (px) 2.125" in text
         assert f"#/experiments/{tracker.experiment_id}/runs/{optuna_run.info.run_id}" in dom  # its link
