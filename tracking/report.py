@@ -118,7 +118,7 @@ def main(argv=None):
         made = paper_report(tracker, args.study or newest_study(tracker), out, command, args.paper_figures,
                             None if best == "none" else best)
     else:
-        studies = [s.strip() for s in args.study.split(",") if s.strip()] if args.study else None
+        studies = rd.study_names(args.study) if args.study else None
         made = engines_report(tracker, args.space, studies, out, command)
     print(f"wrote {out / 'report.md'}, {out / 'report.html'} and {made} in {time.perf_counter() - t0:.1f} s")
 

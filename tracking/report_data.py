@@ -20,6 +20,11 @@ def finite(v) -> bool:
     return v is not None and isinstance(v, (int, float)) and math.isfinite(v)
 
 
+def study_names(text: str) -> list[str]:
+    """A --study comma list, in its order, each name once."""
+    return list(dict.fromkeys(s.strip() for s in text.split(",") if s.strip()))
+
+
 # ---- the paper's grid ------------------------------------------------------------------------
 def cells(tracker, study: str) -> dict:
     """(model, column) -> the cell over its seeds: mean metrics, and `seeds`, one entry per repeat (the latest
@@ -28,7 +33,7 @@ def cells(tracker, study: str) -> dict:
     `study` may be a comma list: a later study's cell replaces the same (model, column) cell of an earlier one,
     whole (all its seeds), e.g. a row run again at a higher epoch cap, which is another study (see search.identity)."""
     out = {}
-    for name in [s.strip() for s in study.split(",") if s.strip()]:
+    for name in study_names(study):
         out.update({key: {**cell, "study": name} for key, cell in _study_cells(tracker, name).items()})
     return out
 

@@ -79,7 +79,7 @@ def _timing(runs: list[dict]) -> str:
 
 
 def _sources(grid, study: str) -> str:
-    names = [s.strip() for s in study.split(",") if s.strip()]
+    names = rd.study_names(study)
     if len(names) == 1:
         return f"study `{names[0]}`"
     rows = {n: sorted({m for (m, _), c in grid.items() if c.get("study") == n}) for n in names}

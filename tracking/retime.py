@@ -30,10 +30,10 @@ def retime(tracker, study: str, rounds: int = 5, log=print) -> int:
     import numpy as np
     from mlflow.entities import Metric
 
-    from tracking.report_data import _load
+    from tracking.report_data import _load, study_names
     from train import metrics
     runs = []
-    for name in dict.fromkeys(s.strip() for s in study.split(",") if s.strip()):
+    for name in study_names(study):
         found = [r for r in tracker.trials(study=name)
                  if r.info.status == "FINISHED" and "inference_s_per_100" in r.data.metrics]
         if not found:
