@@ -1,6 +1,7 @@
 """Optuna engine: samplers, pruners and a storage that survives killed processes."""
 from __future__ import annotations
 
+import math
 import os
 import warnings
 
@@ -243,14 +244,19 @@ class OptunaEngine(Engine):
                 if trial.should_prune():
                     raise Pruned(f"pruned at epoch {epoch + 1} (val_rmse {val_rmse:.3f})")
 
+            def bars(epoch, val_rmse):
+                """A warm start's value at a rung's epoch: the bar a sampled config must clear there (RungPruner)."""
+                if epoch + 1 in rungs and math.isfinite(val_rmse):
+                    trial.set_user_attr(f"bar_{epoch + 1}", float(val_rmse))
+
             refs = {"optuna_study": budget.study, "optuna_trial_number": trial.number, "optuna_trial_id": trial._trial_id}
             on_start = lambda run_id: trial.set_user_attr("mlflow_run_id", run_id)  # noqa: E731
             try:
                 # a warm start is a hand-made recipe known to be good: it goes straight to the full budget
                 if rungs and not trial.user_attrs.get("warm_start"):
                     result = climb(trial, config, refs, on_start)
-                else:  # under rungs, per-epoch reports would be read as rung values: none then
-                    result = runner("optuna", trial.number, config, report=None if rungs else report, refs=refs,
+                else:  # under rungs, per-epoch reports would be read as rung values: a warm start sets bars instead
+                    result = runner("optuna", trial.number, config, report=bars if rungs else report, refs=refs,
                                     on_start=on_start)
             except Rejected as exc:
                 trial.set_user_attr("rejected", str(exc))

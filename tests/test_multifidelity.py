@@ -66,6 +66,15 @@ def test_rung_pruner_keeps_the_best_third_of_each_rung_and_ignores_other_steps()
     assert _trial_at(study, {3: float("nan")}).should_prune()
 
 
+def test_a_warm_starts_value_at_a_rungs_epoch_is_a_bar_the_first_arrivals_must_clear():
+    study = optuna.create_study(pruner=RungPruner([3, 10]))
+    warm = study.ask()
+    warm.set_user_attr("bar_3", 2.0)  # a preset's epoch 3 of its full run, as the engine records it
+    assert _trial_at(study, {3: 2.5}).should_prune()  # the first arrival at rung 3, but worse than the bar
+    assert not _trial_at(study, {3: 1.5}).should_prune()
+    assert not _trial_at(study, {10: 2.5}).should_prune()  # no bar at rung 10: ranked as before
+
+
 def test_study_clock_counts_wall_time_while_any_worker_runs_across_kills_and_resumes():
     assert union_seconds([(0, 10), (5, 15), (20, 30)]) == 25
     study = optuna.create_study()
@@ -226,3 +235,16 @@ def test_asha_search_trains_rungs_apart_keeps_them_off_the_leaderboard_and_never
     retry = optuna.trial.create_trial(params=origin.params, distributions=origin.distributions, value=1.0,
                                       user_attrs={"retry_of": origin.number})
     assert rungs_done(study, retry) == {1: origin.user_attrs["rung_1"]}
+
+
+def test_a_warm_start_skips_the_rungs_and_leaves_its_value_at_each_rungs_epoch_as_a_bar(tmp_path, capsys):
+    data = write_training_csv(tmp_path / "d.csv", n=30)
+    search_run.main(["--space", "cnn", "--data", str(data), "--trials", "1", "--epochs", "3", "--split", "random",
+                     "--study-name", "w"])
+    assert "rung 1/3" not in capsys.readouterr().out
+    study = optuna.load_study(study_name="w", storage=f"sqlite:///{tmp_path}/mlruns/optuna.db")
+    (warm,) = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]  # the others wait, enqueued
+    assert warm.user_attrs["warm_start"] and "rung_1" not in warm.user_attrs
+    history = Tracker("cnn").client.get_metric_history(warm.user_attrs["mlflow_run_id"], "val_rmse")
+    first = min(history, key=lambda m: m.step)  # epoch 1 of its full run
+    assert warm.user_attrs["bar_1"] == pytest.approx(first.value)
