@@ -214,6 +214,9 @@ class OptunaEngine(Engine):
             return
         single = len(self.objectives) == 1
         runner.progress.total = remaining
+        if single:  # a resumed study's best so far, not "-" until this process finishes a trial
+            runner.progress.best = min((t.values[0] for t in study.get_trials(deepcopy=False, states=(
+                TrialState.COMPLETE,)) if t.values), default=runner.progress.best)
         if settle(study, budget):  # others hold the rest of the budget: wait for them, or take a dead one's place
             print(f"[optuna] study {budget.study!r}: its --trials or time budget is used up", flush=True)
             return

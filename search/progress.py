@@ -40,9 +40,10 @@ class Progress:
         return "?" if estimate is None else clock(estimate)
 
     def _estimate(self) -> float | None:
-        if not self.done:
+        timed = [s for seconds in self.took.values() for s in seconds]
+        if not timed:
             return None
-        per_trial = (time.perf_counter() - self.start) / self.done
+        per_trial = sum(timed) / len(timed)
         if self.plan is None:
             return per_trial * max(self.total - self.done, 0)
         mean = {k: sum(v) / len(v) for k, v in self.took.items()}
@@ -77,7 +78,8 @@ class Progress:
     def trial_ended(self, status: str, rmse: float | None = None) -> None:
         self.done += 1
         self.running = False
-        self.took.setdefault(self.kind, []).append(time.perf_counter() - self.trial_start)
+        if not status.startswith("rejected"):  # refused before training, in no time: it says nothing of the rest
+            self.took.setdefault(self.kind, []).append(time.perf_counter() - self.trial_start)
         if rmse is not None and rmse < self.best:
             self.best = rmse
         took = clock(time.perf_counter() - self.trial_start)

@@ -186,14 +186,17 @@ def test_conditional_parameters_exist_only_when_their_parent_allows():
     assert {f"filters_{k}" for k in range(1, 6)} <= set(sample(space, OptunaSuggest(study.ask())))
 
 
-def test_a_resumed_study_does_not_replay_the_samplers_first_draws(tiny, monkeypatch):
+def test_a_resumed_study_does_not_replay_the_samplers_first_draws(tiny, monkeypatch, capsys):
     import search.runner as runner_mod
     real = runner_mod.run_trial
     monkeypatch.setattr(runner_mod, "run_trial", lambda config, *a, **k: real({**config, **TINY}, *a, **k))
     search_run.main(_args(tiny[0], "--engine", "optuna", "--sampler", "random", "--trials", "1"))
+    capsys.readouterr()
     search_run.main(_args(tiny[0], "--engine", "optuna", "--sampler", "random", "--trials", "2"))
     first, second = optuna.load_study(study_name="t", storage="sqlite:///mlruns/optuna.db").trials
     assert first.params != second.params
+    starts = next(line for line in capsys.readouterr().out.splitlines() if "starts" in line)
+    assert f"best {first.value:.3f} px" in starts  # the resumed search shows the study's best from the start
 
 
 def test_a_grids_time_left_is_estimated_per_kind_of_trial(monkeypatch):
@@ -215,3 +218,18 @@ def test_a_grids_time_left_is_estimated_per_kind_of_trial(monkeypatch):
     clock[0] += 4
     p.epoch(0, 1, 2.0)
     assert out.getvalue().splitlines()[-1].endswith("~9:56 left")  # the running trial's elapsed time counts
+
+
+def test_a_trial_refused_before_training_does_not_shrink_the_time_left(monkeypatch):
+    import io
+
+    from search import progress as progress_mod
+    clock = [0.0]
+    monkeypatch.setattr(progress_mod.time, "perf_counter", lambda: clock[0])
+    out = io.StringIO()
+    p = progress_mod.Progress(5, 1, stream=out)
+    for status, seconds in (("done", 60), ("rejected (over --max-params)", 0), ("rejected (over --max-mmacs)", 0)):
+        p.trial_started("optuna", 0, {})
+        clock[0] += seconds
+        p.trial_ended(status, 1.0 if status == "done" else None)
+    assert out.getvalue().splitlines()[-1].endswith("~2:00 left")  # 2 trials left at 60 s, not at 20 s
