@@ -50,7 +50,7 @@ class RungPruner(optuna.pruners.BasePruner):
     A single bracket: the sampler sees every trial, unlike Hyperband's (optuna/pruners/__init__.py).
 
     Warm starts skip the rungs, so alone they would leave the first arrivals at each rung unopposed: in the
-    2-hour default search two random configs (rung-8 val 5.84 and 4.32 px) went on to the full budget, 23
+    2-hour default search two random configs (rung-8 val 5.84 and 4.32 px) went on to the full budget, 25
     minutes of 120, beside a preset at 1.42. So a warm start's validation RMSE at a rung's epoch of its own
     full run (`bar_R`, mid-schedule, hence no better than that preset would score with a schedule sized to
     R) is a bar: a trial worse at rung R than the best warm start was at epoch R does not go on."""
