@@ -65,12 +65,11 @@ class RungPruner(optuna.pruners.BasePruner):
         value = trial.intermediate_values[step]
         if not math.isfinite(value):
             return True
-        others = [t.user_attrs[f"rung_{step}"] for t in study.get_trials(deepcopy=False)
-                  if t.number != trial.number and _counts(t, step)]
-        bars = [b for t in study.get_trials(deepcopy=False) if t.number != trial.number
-                and math.isfinite(b := t.user_attrs.get(f"bar_{step}", math.inf))]
+        trials = [t for t in study.get_trials(deepcopy=False) if t.number != trial.number]
+        bars = [b for t in trials if math.isfinite(b := t.user_attrs.get(f"bar_{step}", math.inf))]
         if bars and value > min(bars):
             return True
+        others = [t.user_attrs[f"rung_{step}"] for t in trials if _counts(t, step)]
         values = sorted([*others, value])
         keep = max(len(values) // self.eta, 1)
         return value > values[keep - 1]
