@@ -46,8 +46,9 @@ class Candidate:
         self.cid = hashlib.sha1(json.dumps(self.config, sort_keys=True, default=str).encode()).hexdigest()[:8]
 
 
-def study_candidates(tracker, study: str, top_k: int) -> tuple[list[Candidate], dict]:
-    """The top-k finished trials (validation RMSE) and the tags that say how the study trained them."""
+def study_candidates(tracker, study: str, top_k: int, fits=None) -> tuple[list[Candidate], dict]:
+    """The top-k finished trials (validation RMSE) whose config passes `fits` (None: all), and the tags that say
+    how the study trained them."""
     import os
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # a bar per config.json, on stderr
     from tracking.leaderboard import collect, one_key
@@ -57,11 +58,20 @@ def study_candidates(tracker, study: str, top_k: int) -> tuple[list[Candidate], 
     rows = sorted(rows, key=lambda r: r["rmse"])
     if top_k > len(rows):
         raise UserError(f"--top-k {top_k} is larger than the {len(rows)} finished trial(s) of study {study!r}")
-    chosen = []
-    for row in rows[:top_k]:
+    chosen, refused = [], []
+    for row in rows:
         local = tracker.client.download_artifacts(row["run_id"], "config.json")
-        chosen.append(Candidate(row["run_id"], str(row["trial"]), float(row["rmse"]), json.loads(Path(local).read_text())))
-    return chosen, tracker.client.get_run(rows[0]["run_id"]).data.tags
+        cand = Candidate(row["run_id"], str(row["trial"]), float(row["rmse"]), json.loads(Path(local).read_text()))
+        why = fits(cand.config) if fits else None
+        if why:
+            refused.append(f"trial {cand.trial}: {why}")
+            continue
+        chosen.append(cand)
+        if len(chosen) == top_k:
+            return chosen, tracker.client.get_run(rows[0]["run_id"]).data.tags
+    raise UserError(f"--top-k {top_k}: only {len(chosen)} of the {len(rows)} finished trial(s) of study {study!r} "
+                    f"fit --max-params/--max-mmacs (best refused, {refused[0]}): lower --top-k, or --distil into "
+                    "a --student within the budget")
 
 
 def study_settings(tags: dict, data):
@@ -80,15 +90,19 @@ def study_settings(tags: dict, data):
 
 
 class Steps:
-    """Each finished training kept on disk (model + result) under a name; a rerun loads instead of training."""
+    """Each finished training kept on disk (model + result) under a name that says what it trained (config hash,
+    seed, teacher); a rerun loads instead of training. Stages of one study with other --top-k, --ensemble,
+    --student or budgets share the work folder and its steps; other data or training settings are refused."""
 
     def __init__(self, work: Path, plan: dict):
         self.work = work
         work.mkdir(parents=True, exist_ok=True)
         state = work / "state.json"
         self.state = json.loads(state.read_text()) if state.exists() else {"plan": plan, "steps": {}}
-        if self.state["plan"] != plan:
-            diff = sorted(k for k in {*plan, *self.state["plan"]} if plan.get(k) != self.state["plan"].get(k))
+        kept = {"data_sha": self.state["plan"].get("data_sha"),
+                "settings": _training(self.state["plan"].get("settings", {}))}
+        if kept != plan:
+            diff = sorted(k for k in {*plan, *kept} if plan.get(k) != kept.get(k))
             raise UserError(f"{work}: a final stage of other settings ({', '.join(diff)}) is kept here: pass another "
                             "--work, or delete it to start over")
         self._save()
@@ -127,27 +141,28 @@ class Steps:
 
 
 def finalize(args, tracker, data, log=print) -> dict:
+    """The study's budget trains the candidates and the ensemble (teachers); --max-params/--max-mmacs bound what
+    ships: the chosen config, or with --distil the student. So an edge-sized model can learn from big teachers."""
     from train.trial import run_trial
-    candidates, tags = study_candidates(tracker, args.study, args.top_k)
-    base = study_settings(tags, data)
-    if args.max_params is not None:
-        base = dataclasses.replace(base, max_params=args.max_params or None)
-    if args.max_mmacs is not None:
-        base = dataclasses.replace(base, max_mmacs=args.max_mmacs or None)
+    if args.student and not args.distil:
+        raise UserError("--student is the distilled model: pass --distil and --ensemble 2 or more with it")
+    if args.ensemble > args.top_k:
+        raise UserError(f"--ensemble {args.ensemble} needs --top-k of at least {args.ensemble}")
+    _, tags = study_candidates(tracker, args.study, 1)
+    base = study_settings(tags, data)  # the study's own budget: selection runs and teachers train under it
+    ship = dataclasses.replace(base, **{k: (v or None) for k, v in (("max_params", args.max_params),
+                                                                     ("max_mmacs", args.max_mmacs)) if v is not None})
     student_cfg = None
     if args.student:
         from train.fit import load_config
         student_cfg = load_config(args.student)
-    if student_cfg is not None:
-        _check_budget(student_cfg, base, f"--student {args.student}")
-    else:  # a --max-params below the study's: every candidate could be chosen, each must fit
+        _check_budget(student_cfg, ship, f"--student {args.student}")
+    shipped_fits = None if args.distil else (lambda cfg: _over_budget(cfg, ship))
+    candidates, tags = study_candidates(tracker, args.study, args.top_k, shipped_fits)
+    if args.distil and student_cfg is None:  # the chosen config is the student: whichever is chosen must fit
         for c in candidates:
-            _check_budget(c.config, base, f"trial {c.trial} (pass a --student within the budget)")
-    if args.ensemble > args.top_k:
-        raise UserError(f"--ensemble {args.ensemble} needs --top-k of at least {args.ensemble}")
-    plan = {"study": args.study, "top_k": args.top_k, "seeds": args.seeds, "ensemble": args.ensemble,
-            "distil": args.distil, "alpha": args.alpha, "student": student_cfg, "data_sha": data.sha,
-            "candidates": [c.run_id for c in candidates], "settings": dataclasses.asdict(base)}
+            _check_budget(c.config, ship, f"trial {c.trial} (pass a --student within the budget)")
+    plan = {"data_sha": data.sha, "settings": _training(dataclasses.asdict(base))}
     steps = Steps(Path(args.work or Path("runs") / "finalize" / args.study), plan)  # beside ./mlruns
     select = dataclasses.replace(base, score_test=False)
 
@@ -180,9 +195,9 @@ def finalize(args, tracker, data, log=print) -> dict:
     refit = dataclasses.replace(base, refit=True, epochs=epochs)
     log(f"[finalize] refit: {epochs} epochs on {n_train + n_val} faces ({why})")
 
-    def refit_of(config, seed, name, teacher=lambda: None):
+    def refit_of(config, seed, name, teacher=lambda: None, settings=refit):
         """`teacher`: made only if this step trains (loading an ensemble is not free)."""
-        return steps.run(name, lambda out: run_trial(config, data, dataclasses.replace(refit, train_seed=seed),
+        return steps.run(name, lambda out: run_trial(config, data, dataclasses.replace(settings, train_seed=seed),
                                                      out_dir=out, teacher=teacher(), distil_alpha=args.alpha))
 
     models = {"refit": refit_of(chosen.config, 0, f"refit/{chosen.cid}/seed0")}
@@ -197,7 +212,7 @@ def finalize(args, tracker, data, log=print) -> dict:
         from train.ensemble import average
         report["models"]["ensemble"] = _scored(average([steps.model(m) for m in members]), images, truth,
                                                members=len(members))
-    ship = f"refit/{chosen.cid}/seed0"
+    shipped = f"refit/{chosen.cid}/seed0"
 
     # 4. distil the ensemble into the student, beside the same architecture trained alone
     if args.distil:
@@ -205,22 +220,25 @@ def finalize(args, tracker, data, log=print) -> dict:
             raise UserError("--distil needs an ensemble to learn from: --ensemble 2 or more")
         student = student_cfg or chosen.config
         sid = Candidate("", "", 0.0, student).cid
+        # the teacher in the name: another ensemble or --alpha in the same --work is another model, never reused
+        teacher_id = hashlib.sha1(json.dumps([members, args.alpha]).encode()).hexdigest()[:8]
+        small = dataclasses.replace(refit, max_params=ship.max_params, max_mmacs=ship.max_mmacs)
         for seed in range(args.seeds):
             alone = f"refit/{sid}/seed{seed}"
-            refit_of(student, seed, alone)
+            refit_of(student, seed, alone, settings=small)
             report["models"][f"alone_seed{seed}"] = _scored(steps.model(alone), images, truth)
-            name = f"distil/{sid}/seed{seed}"
-            refit_of(student, seed, name, teacher=lambda: average([steps.model(m) for m in members]))
+            name = f"distil/{sid}-{teacher_id}/seed{seed}"
+            refit_of(student, seed, name, teacher=lambda: average([steps.model(m) for m in members]), settings=small)
             report["models"][f"student_seed{seed}"] = _scored(steps.model(name), images, truth)
         gain = [report["models"][f"alone_seed{s}"]["test_rmse"] - report["models"][f"student_seed{s}"]["test_rmse"]
                 for s in range(args.seeds)]
         report["distillation_gain_px"] = {"per_seed": gain, "mean": float(np.mean(gain))}
-        ship = f"distil/{sid}/seed0"
-    report["shipped"] = ship
+        shipped = f"distil/{sid}-{teacher_id}/seed0"
+    report["shipped"] = shipped
     for name, m in report["models"].items():
         log(f"[finalize] {name:>14}: test RMSE {m['test_rmse']:.3f} px | {m['params']:,} params | "
             f"{m['mmacs']:.1f}M MACs | {m['inference_s_per_100']:.3f} s/100")
-    return {"report": report, "steps": steps, "ship": ship, "images": images, "truth": truth,
+    return {"report": report, "steps": steps, "ship": shipped, "images": images, "truth": truth,
             "candidates": candidates, "chosen": chosen}
 
 
@@ -244,15 +262,29 @@ def refit_epochs(best_epochs: list, trained: list, budget: int, schedule: str, n
             f"best epoch {best:.1f} on {n_train} faces, the same optimizer steps")
 
 
-def _check_budget(config: dict, settings, what: str) -> None:
-    """A student or chosen config over --max-params/--max-mmacs: one line before any training."""
+def _over_budget(config: dict, settings) -> str | None:
+    """Why `config` does not fit the budget of `settings`, or None: built, never trained."""
     from train.errors import Rejected
     from train.models import build, resolve
     from train.trial import check_limits
     try:
         check_limits(build(resolve(config)), settings)
     except Rejected as exc:
-        raise UserError(f"{what}: {exc} (--max-params/--max-mmacs)") from None
+        return str(exc)
+    return None
+
+
+def _check_budget(config: dict, settings, what: str) -> None:
+    """A student or chosen config over --max-params/--max-mmacs: one line before any training."""
+    why = _over_budget(config, settings)
+    if why:
+        raise UserError(f"{what}: {why} (--max-params/--max-mmacs)")
+
+
+def _training(settings: dict) -> dict:
+    """What makes two trainings the same: a step kept under one budget is reused under another (the budget
+    only refuses a model, it never changes one)."""
+    return {k: v for k, v in settings.items() if k not in ("max_params", "max_mmacs", "verbose")}
 
 
 def _scored(model, images, truth, **extra) -> dict:

@@ -146,3 +146,59 @@ def test_a_study_with_no_finished_trial_is_refused_in_one_line(tmp_path, capsys)
     with pytest.raises(SystemExit) as exit_:
         finalize.main(["--study", "none-fit", "--data", str(data)])
     assert exit_.value.code == 2 and "has no finished trial" in capsys.readouterr().err
+
+
+def _ranked(data):
+    """The study's finished trials by validation RMSE, with their params (as the stage ranks them)."""
+    from tracking.leaderboard import collect, one_key
+    from tracking.mlflow_tracker import Tracker
+    rows, _ = one_key(collect(Tracker("cnn"), "s"))
+    return sorted(rows, key=lambda r: r["rmse"])
+
+
+def test_a_budget_below_the_studys_ships_only_a_model_that_fits(study, tmp_path, capsys):
+    rows = _ranked(study)
+    budget = int(min(r["params"] for r in rows))  # only the smallest trial fits, whatever its rank
+    finalize.main([*_args(study), "--top-k", "1", "--max-params", str(budget), "--out", str(tmp_path / "tiny")])
+    report = json.loads((tmp_path / "tiny" / "finalize.json").read_text())
+    smallest = min(rows, key=lambda r: r["params"])
+    assert report["chosen"]["trial"] == str(smallest["trial"])
+    assert json.loads((tmp_path / "tiny" / "metrics.json").read_text())["params"] <= budget
+
+
+def test_a_student_within_the_budget_learns_from_teachers_over_it_and_shares_their_steps(study, tmp_path, capsys):
+    rows = _ranked(study)
+    finalize.main(_args(study, "--ensemble", "2"))  # the full-budget stage first: its selection and refits are kept
+    capsys.readouterr()
+    student = tmp_path / "student.json"
+    student.write_text(json.dumps({"model": "cnn", "blocks": 2, "f1": 8, "f2": 8, "conv": "plain",
+                                   "head": "gap", "dense_units": 0, "learning_rate": 0.003}))
+    from train.models import build, resolve
+    small = int(build(resolve(json.loads(student.read_text()))).count_params())
+    assert small < min(r["params"] for r in rows[:2])  # every teacher is over the student's budget
+    out = tmp_path / "tiny"
+    finalize.main([*_args(study), "--ensemble", "2", "--distil", "--student", str(student), "--max-params",
+                   str(small), "--out", str(out)])
+    log = capsys.readouterr().out
+    trained = {line.split()[1].rstrip(":") for line in log.splitlines() if line.endswith(": training")}
+    sid = finalize.Candidate("", "", 0.0, json.loads(student.read_text())).cid
+    # only the student trained, alone and distilled on 2 seeds: the teachers' selection and refits were reused
+    assert len(trained) == 4 and all(sid in name for name in trained), trained
+    report = json.loads((out / "finalize.json").read_text())
+    assert report["models"]["ensemble"]["params"] > small
+    assert json.loads((out / "metrics.json").read_text())["params"] == small
+    assert report["shipped"].startswith("distil/")
+
+
+def test_a_student_over_the_budget_or_without_distil_is_refused_before_training(study, tmp_path, capsys):
+    student = tmp_path / "student.json"
+    student.write_text(json.dumps({"model": "cnn", "blocks": 2, "f1": 8, "f2": 8}))
+    cases = [(["--ensemble", "2", "--distil", "--student", str(student), "--max-params", "50"],
+              f"--student {student}: "),
+             (["--student", str(student)], "--student is the distilled model: pass --distil")]
+    for extra, message in cases:
+        with pytest.raises(SystemExit) as exit_:
+            finalize.main([*_args(study), *extra])
+        err = capsys.readouterr()
+        assert exit_.value.code == 2 and message in err.err and len(err.err.strip().splitlines()) == 1, extra
+        assert ": training" not in err.out
