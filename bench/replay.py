@@ -64,7 +64,7 @@ def simulate(bb, strategy: str, seed: int, budget_s: float, presets: bool = Fals
     study = optuna.create_study(sampler=make_sampler(sampler_name, bb.space, seed, starts),
                                 pruner=make_pruner(pruner_name, full, rungs))
     for preset in starts:
-        study.enqueue_trial(preset)
+        study.enqueue_trial(preset, user_attrs={"warm_start": True})
     out, clock = Replay(strategy, seed), 0.0
     by_rung = pruner_name in RUNG_PRUNERS
     while clock < budget_s:
@@ -74,7 +74,12 @@ def simulate(bb, strategy: str, seed: int, budget_s: float, presets: bool = Fals
         out.trials += 1
         out.configs.add(cid)
         state, value = TrialState.COMPLETE, None
-        if by_rung:
+        warm = bool(trial.user_attrs.get("warm_start"))
+        if by_rung and warm:  # as search/optuna_engine.py: straight to the full budget, its rung epochs as bars
+            for rung in rungs:
+                if rung <= len(runs[full].val_rmse) and math.isfinite(runs[full].val_rmse[rung - 1]):
+                    trial.set_user_attr(f"bar_{rung}", float(runs[full].val_rmse[rung - 1]))
+        elif by_rung:
             for rung in rungs:
                 clock += runs[rung].wall_s
                 if runs[rung].status == "failed":

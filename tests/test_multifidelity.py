@@ -11,6 +11,7 @@ from bench.blackbox import Blackbox, check_table
 from search import run as search_run
 from search.optuna_engine import rungs_done
 from search.prior_sampler import PriorSampler
+from spaces.base import warm_starts
 from search.pruners import RungPruner, default_rungs, parse_rungs
 from search.study_clock import StudyClock, union_seconds
 from tests.fixtures import write_training_csv
@@ -174,6 +175,23 @@ def test_replay_picks_on_validation_reports_test_and_keeps_its_clock(tmp_path):
     assert asha.events[0][0] == pytest.approx(8.0)
     # a trial stopped at the rung costs 3 s: the clock is the sum of what each trial trained
     assert asha.trials > len(asha.events)
+
+
+def test_a_replayed_warm_start_skips_the_rungs_and_sets_their_bars_as_the_engine_does(tmp_path):
+    space = spaces.get("cnn")
+    preset = warm_starts(space)[0]
+    rows = _pool() + [_row("p", 1, 4.0, 0, config=preset), _row("p", 3, 1.5, 1.4, config=preset)]
+    meta, rows = curves.read(_table(tmp_path, rows))
+    bb = Blackbox(space, meta, rows, "t.jsonl")
+    assert bb.nearest(preset) == "p"
+    r = replay.simulate(bb, "random+asha", 0, budget_s=5.0, presets=True)
+    # the preset's full run alone: 3 epochs of 1 s + 2 s, no rung run before it (that would be 3 s more)
+    assert r.events[0][0] == pytest.approx(5.0) and r.events[0][3] == "p"
+    # its epoch-1 value (1.5 + 1/1) is the bar: every config of the pool is worse at rung 1, so none goes on;
+    # only the warm starts (each answered by "p", the pool's nearest) reach the full budget
+    r = replay.simulate(bb, "random+asha", 0, budget_s=60.0, presets=True)
+    starts = len(warm_starts(space))
+    assert [e[3] for e in r.events] == ["p"] * starts and r.trials > starts + 3
 
 
 def test_replay_cli_writes_its_figure_and_refuses_unknown_strategies(tmp_path, capsys):
