@@ -26,6 +26,10 @@ def markdown(report: dict, folder: str) -> str:
     for name, m in report["models"].items():
         lines.append(f"| {name} | {m['test_rmse']:.3f} | {m['params']:,} | {m['mmacs']:.1f} | "
                      f"{m['inference_s_per_100']:.3f} |")
+    tta = report.get("flip_tta")
+    if tta:
+        lines.append(f"| flip TTA of the shipped model (not shipped) | {tta['test_rmse']:.3f} | {tta['params']:,} | "
+                     f"{tta['mmacs']:.1f} | {tta['inference_s_per_100']:.3f} |")
     gain = report.get("distillation_gain_px")
     if gain:
         lines += ["", f"Distillation: {gain['mean']:+.3f} px test RMSE against the student architecture trained "

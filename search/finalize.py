@@ -14,7 +14,8 @@
    against the ensemble's predictions on every augmented batch plus the labels where they exist; beside
    it the same architecture trained alone; `--seeds` seeds of each.
 5. the test split, scored once per model made above and never used to choose; the model shipped is
-   declared by the flags: the distilled student (seed 0) with `--distil`, else the refit.
+   declared by the flags: the distilled student (seed 0) with `--distil`, else the refit. Flip test-time
+   augmentation of the shipped model is measured beside it, never shipped: it doubles the MACs per face.
 6. export to `--out`: what docs/best holds (model.keras, fp16/int8 LiteRT with their RMSE change, config,
    metrics, the command), written beside it and swapped in whole.
 
@@ -235,9 +236,13 @@ def finalize(args, tracker, data, log=print) -> dict:
         report["distillation_gain_px"] = {"per_seed": gain, "mean": float(np.mean(gain))}
         shipped = f"distil/{sid}-{teacher_id}/seed0"
     report["shipped"] = shipped
+    report["flip_tta"] = _flip_tta(steps.model(shipped), images, truth)
     for name, m in report["models"].items():
         log(f"[finalize] {name:>14}: test RMSE {m['test_rmse']:.3f} px | {m['params']:,} params | "
             f"{m['mmacs']:.1f}M MACs | {m['inference_s_per_100']:.3f} s/100")
+    tta = report["flip_tta"]
+    log(f"[finalize] flip TTA on {shipped}: test RMSE {tta['test_rmse']:.3f} px at {tta['mmacs']:.1f}M MACs "
+        "(twice the compute per face: measured, not shipped)")
     return {"report": report, "steps": steps, "ship": shipped, "images": images, "truth": truth,
             "candidates": candidates, "chosen": chosen}
 
@@ -292,6 +297,13 @@ def _scored(model, images, truth, **extra) -> dict:
     pred = metrics.predict(model, images[..., None].astype(np.float32))
     return {"test_rmse": metrics.rmse(truth, pred), "params": int(model.count_params()),
             "mmacs": metrics.mmacs(model), **metrics.inference_time(model), **extra}
+
+
+def _flip_tta(model, images, truth) -> dict:
+    """The shipped model with flip test-time augmentation: the same weights, run twice per face."""
+    from train import metrics
+    from train.tta import flip_average
+    return {**_scored(flip_average(model), images, truth), "mmacs": 2 * metrics.mmacs(model)}
 
 
 def export(out: Path, model, config: dict, report: dict, images, truth, command: str) -> None:

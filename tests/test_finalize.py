@@ -51,13 +51,16 @@ def test_final_stage_selects_on_seeds_refits_distils_exports_and_resumes_without
                                      "student_seed1"}
     assert report["models"]["ensemble"]["params"] > report["models"]["refit"]["params"]
     assert report["shipped"].startswith("distil/")
+    shipped = report["models"]["student_seed0"]
+    assert report["flip_tta"]["mmacs"] == pytest.approx(2 * shipped["mmacs"])  # measured beside it, twice the work
+    assert report["flip_tta"]["test_rmse"] != shipped["test_rmse"]
     for name in ("model.keras", "model_fp16.tflite", "model_int8.tflite", "litert.json", "config.json",
                  "metrics.json", "COMMAND.md"):
         assert (out / name).exists(), name
     assert "[finalize] chosen: trial" in first and "distillation:" in first
     from bench.final import markdown
     table = markdown(report, "best")
-    assert "| refit |" in table and "| student_seed1 |" in table and "Distillation:" in table
+    assert "| refit |" in table and "| student_seed1 |" in table and "Distillation:" in table and "flip TTA" in table
     state = json.loads((tmp_path / "runs" / "finalize" / "s" / "state.json").read_text())
     # selection runs never scored the test faces: the test split is scored once, at the end
     selects = [v for k, v in state["steps"].items() if k.startswith("select/")]

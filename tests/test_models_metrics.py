@@ -90,3 +90,21 @@ def test_mmacs_counts_each_layer_from_its_shapes():
     wrapped_in = keras.Input((8, 8, 1))
     assert metrics.mmacs(keras.Model(wrapped_in, keras.Model(inputs, outputs)(wrapped_in))) * 1e6 == \
         pytest.approx(3552)
+
+
+def test_flip_tta_maps_the_mirrored_prediction_back_as_a_flipped_label_is_mapped():
+    import keras
+
+    from train.augment import flip
+    from train.tta import flip_average
+    rng = np.random.default_rng(0)
+    images = rng.uniform(0, 255, (3, 96, 96, 1)).astype(np.float32)
+    inp = keras.Input((96, 96, 1))
+    # a model that reads the image: its prediction on the mirrored face differs from the plain one
+    model = keras.Model(inp, keras.layers.Dense(30, kernel_initializer="glorot_uniform")(keras.layers.Flatten()(inp)))
+    plain = model.predict(images, verbose=0)
+    mirrored = model.predict(images[:, :, ::-1], verbose=0)
+    _, back = flip(np.zeros((3, 96, 96)), mirrored)  # the labels' own mirror map, applied to the prediction
+    got = flip_average(model).predict(images, verbose=0)
+    assert not np.allclose(plain, back, atol=1e-3)
+    assert np.allclose(got, (plain + back) / 2, atol=1e-3)

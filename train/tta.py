@@ -1,0 +1,25 @@
+"""Test-time augmentation: a model's prediction averaged with its prediction on the mirrored face, mapped back.
+
+It doubles the compute per face, so no edge budget gets it for free: the final stage measures it beside the
+shipped model and never ships it.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from train.keypoints import FLIP_PERMUTATION, FLIP_X
+
+
+def flip_average(model, axis: float = FLIP_X):
+    """One Keras model: mean of model(x) and the mirrored model(flip(x)), mapped back as train.augment.flip maps
+    labels (columns swapped left/right, x -> axis - x)."""
+    import keras
+    from keras import ops
+    inp = keras.Input(model.input_shape[1:], name="image")
+    plain = model(inp, training=False)
+    mirrored = model(ops.flip(inp, axis=2), training=False)
+    n = len(FLIP_PERMUTATION)
+    sign = np.tile(np.float32([-1.0, 1.0]), n // 2)
+    offset = np.tile(np.float32([axis, 0.0]), n // 2)
+    back = ops.take(mirrored, np.asarray(FLIP_PERMUTATION), axis=-1) * sign + offset
+    return keras.Model(inp, (plain + back) / 2.0, name="flip_tta")
