@@ -325,9 +325,15 @@ def export(out: Path, model, config: dict, report: dict, images, truth, command:
     shipped = report["models"]["student_seed0" if report["shipped"].startswith("distil") else "refit"]
     (new / "metrics.json").write_text(json.dumps(shipped, indent=2, sort_keys=True))
     (new / "finalize.json").write_text(json.dumps(report, indent=2, default=float))
+    from tracking import plots
+    plots.predictions(images, truth, metrics.predict(model, images[:6]), new / "predictions.png", faces="Test faces")
+    models = {**report["models"], **({"flip TTA": report["flip_tta"]} if "flip_tta" in report else {})}
+    plots.final_models(models, "student_seed0" if report["shipped"].startswith("distil") else "refit",
+                       new / "models.png")
     (new / "COMMAND.md").write_text(f"# How this folder was made\n\n    {command}\n\n"
                                     "`finalize.json` holds every step: selection seeds, refit epochs, ensemble, "
-                                    "distillation and what each model scored on the test split.\n")
+                                    "distillation and what each model scored on the test split (`models.png` "
+                                    "shows them; `predictions.png`: the shipped model on test faces).\n")
     if out.exists():
         shutil.rmtree(old, ignore_errors=True)
         out.rename(old)

@@ -55,7 +55,7 @@ def test_final_stage_selects_on_seeds_refits_distils_exports_and_resumes_without
     assert report["flip_tta"]["mmacs"] == pytest.approx(2 * shipped["mmacs"])  # measured beside it, twice the work
     assert report["flip_tta"]["test_rmse"] != shipped["test_rmse"]
     for name in ("model.keras", "model_fp16.tflite", "model_int8.tflite", "litert.json", "config.json",
-                 "metrics.json", "COMMAND.md"):
+                 "metrics.json", "COMMAND.md", "predictions.png", "models.png"):
         assert (out / name).exists(), name
     assert "[finalize] chosen: trial" in first and "distillation:" in first
     from bench.final import markdown
