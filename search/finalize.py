@@ -109,14 +109,26 @@ class Steps:
         self._save()
 
     def _save(self):
-        tmp = self.work / "state.json.tmp"
-        tmp.write_text(json.dumps(self.state, indent=2, default=float))
-        tmp.replace(self.work / "state.json")  # a kill never leaves half a state file
+        """Merge with what is on disk under a lock: two stages of one study may run at once on one folder, and
+        each must keep the other's finished steps."""
+        import fcntl
+        with open(self.work / ".lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            self._reload()
+            tmp = self.work / "state.json.tmp"
+            tmp.write_text(json.dumps(self.state, indent=2, default=float))
+            tmp.replace(self.work / "state.json")  # a kill never leaves half a state file
+
+    def _reload(self):
+        path = self.work / "state.json"
+        if path.exists():
+            self.state["steps"] = {**json.loads(path.read_text())["steps"], **self.state["steps"]}
 
     def done(self, name: str) -> dict | None:
         return self.state["steps"].get(name)
 
     def run(self, name: str, train) -> dict:
+        self._reload()  # another stage on this folder may have trained it meanwhile
         if name in self.state["steps"]:
             print(f"[finalize] {name}: done before, kept", flush=True)
             return self.state["steps"][name]
