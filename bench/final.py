@@ -30,6 +30,11 @@ def markdown(report: dict, folder: str) -> str:
     if tta:
         lines.append(f"| flip TTA of the shipped model (not shipped) | {tta['test_rmse']:.3f} | {tta['params']:,} | "
                      f"{tta['mmacs']:.1f} | {tta['inference_s_per_100']:.3f} |")
+    cost = report.get("training_s")
+    if cost:
+        lines += ["", f"Cost: {sum(cost.values()) / 60:.1f} min of training on this machine over {len(cost)} models "
+                      "(a step kept from an earlier stage counts at what it cost then; the study's own trials "
+                      "not counted)."]
     gain = report.get("distillation_gain_px")
     if gain:
         lines += ["", f"Distillation: {gain['mean']:+.3f} px test RMSE against the student architecture trained "

@@ -100,6 +100,7 @@ class Steps:
         work.mkdir(parents=True, exist_ok=True)
         state = work / "state.json"
         self.state = json.loads(state.read_text()) if state.exists() else {"plan": plan, "steps": {}}
+        self.used: list[str] = []  # this stage's steps, trained now or kept: what the stage costs
         kept = {"data_sha": self.state["plan"].get("data_sha"),
                 "settings": _training(self.state["plan"].get("settings", {}))}
         if kept != plan:
@@ -129,6 +130,7 @@ class Steps:
 
     def run(self, name: str, train) -> dict:
         self._reload()  # another stage on this folder may have trained it meanwhile
+        self.used += [name] if name not in self.used else []
         if name in self.state["steps"]:
             print(f"[finalize] {name}: done before, kept", flush=True)
             return self.state["steps"][name]
@@ -248,6 +250,7 @@ def finalize(args, tracker, data, log=print) -> dict:
         report["distillation_gain_px"] = {"per_seed": gain, "mean": float(np.mean(gain))}
         shipped = f"distil/{sid}-{teacher_id}/seed0"
     report["shipped"] = shipped
+    report["training_s"] = {name: steps.state["steps"][name]["metrics"]["train_s"] for name in steps.used}
     report["flip_tta"] = _flip_tta(steps.model(shipped), images, truth)
     for name, m in report["models"].items():
         log(f"[finalize] {name:>14}: test RMSE {m['test_rmse']:.3f} px | {m['params']:,} params | "

@@ -54,6 +54,8 @@ def test_final_stage_selects_on_seeds_refits_distils_exports_and_resumes_without
     shipped = report["models"]["student_seed0"]
     assert report["flip_tta"]["mmacs"] == pytest.approx(2 * shipped["mmacs"])  # measured beside it, twice the work
     assert report["flip_tta"]["test_rmse"] != shipped["test_rmse"]
+    # what the stage cost: every model it trained (2 selection runs, 2 refits, a second student alone, 2 distilled)
+    assert len(report["training_s"]) == 7 and all(v > 0 for v in report["training_s"].values())
     for name in ("model.keras", "model_fp16.tflite", "model_int8.tflite", "litert.json", "config.json",
                  "metrics.json", "COMMAND.md", "predictions.png", "models.png"):
         assert (out / name).exists(), name
@@ -61,6 +63,7 @@ def test_final_stage_selects_on_seeds_refits_distils_exports_and_resumes_without
     from bench.final import markdown
     table = markdown(report, "best")
     assert "| refit |" in table and "| student_seed1 |" in table and "Distillation:" in table and "flip TTA" in table
+    assert "Cost: " in table
     state = json.loads((tmp_path / "runs" / "finalize" / "s" / "state.json").read_text())
     # selection runs never scored the test faces: the test split is scored once, at the end
     selects = [v for k, v in state["steps"].items() if k.startswith("select/")]
