@@ -219,9 +219,12 @@ def finalize(args, tracker, data, log=print) -> dict:
     members = [f"refit/{c.cid}/seed0" for c in ranked[:args.ensemble]]
     for c, name in zip(ranked[:args.ensemble], members):
         refit_of(c.config, 0, name)
-    report = {"study": args.study, "chosen": scores[chosen.cid], "selection": scores, "refit_epochs": epochs,
-              "train_faces": n_train, "val_faces": n_val, "models": {}}
     images, truth = data.images[test_idx], data.keypoints[test_idx]
+    from train import metrics
+    # the mean face of the study's training split: the floor a trial reports, so readers can tell the split is its
+    floor = metrics.mean_face_rmse(data.keypoints[train_idx], truth)
+    report = {"study": args.study, "chosen": scores[chosen.cid], "selection": scores, "refit_epochs": epochs,
+              "train_faces": n_train, "val_faces": n_val, "mean_face_test_rmse": floor, "models": {}}
     report["models"]["refit"] = _scored(steps.model(f"refit/{chosen.cid}/seed0"), images, truth)
     if args.ensemble > 1:
         from train.ensemble import average
@@ -338,6 +341,8 @@ def export(out: Path, model, config: dict, report: dict, images, truth, command:
     (new / "litert.json").write_text(json.dumps(lite, indent=2))
     (new / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True))
     shipped = report["models"]["student_seed0" if report["shipped"].startswith("distil") else "refit"]
+    shipped = {**shipped, "epochs": report["refit_epochs"], "mean_face_test_rmse": report["mean_face_test_rmse"],
+               "size_mb": (new / "model.keras").stat().st_size / 1e6}  # what a trial's metrics.json says too
     (new / "metrics.json").write_text(json.dumps(shipped, indent=2, sort_keys=True))
     (new / "finalize.json").write_text(json.dumps(report, indent=2, default=float))
     from tracking import plots

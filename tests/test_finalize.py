@@ -55,6 +55,9 @@ def test_final_stage_selects_on_seeds_refits_distils_exports_and_resumes_without
     assert report["flip_tta"]["mmacs"] == pytest.approx(2 * shipped["mmacs"])  # measured beside it, twice the work
     assert report["flip_tta"]["test_rmse"] != shipped["test_rmse"]
     # what the stage cost: every model it trained (2 selection runs, 2 refits, a second student alone, 2 distilled)
+    exported = json.loads((out / "metrics.json").read_text())
+    assert exported["params"] == shipped["params"] and exported["mean_face_test_rmse"] > 0
+    assert exported["size_mb"] > 0 and exported["epochs"] == report["refit_epochs"]
     assert len(report["training_s"]) == 7 and all(v > 0 for v in report["training_s"].values())
     for name in ("model.keras", "model_fp16.tflite", "model_int8.tflite", "litert.json", "config.json",
                  "metrics.json", "COMMAND.md", "predictions.png", "models.png"):
