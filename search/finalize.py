@@ -47,16 +47,20 @@ class Candidate:
         self.cid = hashlib.sha1(json.dumps(self.config, sort_keys=True, default=str).encode()).hexdigest()[:8]
 
 
-def study_candidates(tracker, study: str, top_k: int, fits=None) -> tuple[list[Candidate], dict]:
-    """The top-k finished trials (validation RMSE) whose config passes `fits` (None: all), and the tags that say
-    how the study trained them."""
-    import os
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # a bar per config.json, on stderr
+def study_trials(tracker, study: str) -> tuple[list[dict], dict]:
+    """The study's finished trials, best validation RMSE first, and the tags that say how the study trained them."""
     from tracking.leaderboard import collect, one_key
     rows, _ = one_key(collect(tracker, study))
     if not rows:
         raise UserError(f"study {study!r} has no finished trial to finalize (in {tracker.uri})")
     rows = sorted(rows, key=lambda r: r["rmse"])
+    return rows, tracker.client.get_run(rows[0]["run_id"]).data.tags
+
+
+def study_candidates(tracker, rows: list[dict], study: str, top_k: int, fits=None) -> list[Candidate]:
+    """The top-k of `rows` (study_trials) whose config passes `fits` (None: all)."""
+    import os
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # a bar per config.json, on stderr
     if top_k > len(rows):
         raise UserError(f"--top-k {top_k} is larger than the {len(rows)} finished trial(s) of study {study!r}")
     chosen, refused = [], []
@@ -69,7 +73,7 @@ def study_candidates(tracker, study: str, top_k: int, fits=None) -> tuple[list[C
             continue
         chosen.append(cand)
         if len(chosen) == top_k:
-            return chosen, tracker.client.get_run(rows[0]["run_id"]).data.tags
+            return chosen
     raise UserError(f"--top-k {top_k}: only {len(chosen)} of the {len(rows)} finished trial(s) of study {study!r} "
                     f"fit --max-params/--max-mmacs (best refused, {refused[0]}): lower --top-k, or --distil into "
                     "a --student within the budget")
@@ -163,7 +167,7 @@ def finalize(args, tracker, data, log=print) -> dict:
         raise UserError("--student is the distilled model: pass --distil and --ensemble 2 or more with it")
     if args.ensemble > args.top_k:
         raise UserError(f"--ensemble {args.ensemble} needs --top-k of at least {args.ensemble}")
-    _, tags = study_candidates(tracker, args.study, 1)
+    rows, tags = study_trials(tracker, args.study)  # read once: the tags set the budgets the candidates are read under
     base = study_settings(tags, data)  # the study's own budget: selection runs and teachers train under it
     ship = dataclasses.replace(base, **{k: (v or None) for k, v in (("max_params", args.max_params),
                                                                      ("max_mmacs", args.max_mmacs)) if v is not None})
@@ -173,7 +177,7 @@ def finalize(args, tracker, data, log=print) -> dict:
         student_cfg = load_config(args.student)
         _check_budget(student_cfg, ship, f"--student {args.student}")
     shipped_fits = None if args.distil else (lambda cfg: _over_budget(cfg, ship))
-    candidates, tags = study_candidates(tracker, args.study, args.top_k, shipped_fits)
+    candidates = study_candidates(tracker, rows, args.study, args.top_k, shipped_fits)
     if args.distil and student_cfg is None:  # the chosen config is the student: whichever is chosen must fit
         for c in candidates:
             _check_budget(c.config, ship, f"trial {c.trial} (pass a --student within the budget)")
@@ -340,16 +344,15 @@ def export(out: Path, model, config: dict, report: dict, images, truth, command:
     lite = litert.export(model, new, ["fp16", "int8"], images, truth)
     (new / "litert.json").write_text(json.dumps(lite, indent=2))
     (new / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True))
-    shipped = report["models"]["student_seed0" if report["shipped"].startswith("distil") else "refit"]
-    shipped = {**shipped, "epochs": report["refit_epochs"], "mean_face_test_rmse": report["mean_face_test_rmse"],
+    key = "student_seed0" if report["shipped"].startswith("distil") else "refit"
+    shipped = {**report["models"][key], "epochs": report["refit_epochs"], "mean_face_test_rmse": report["mean_face_test_rmse"],
                "size_mb": (new / "model.keras").stat().st_size / 1e6}  # what a trial's metrics.json says too
     (new / "metrics.json").write_text(json.dumps(shipped, indent=2, sort_keys=True))
     (new / "finalize.json").write_text(json.dumps(report, indent=2, default=float))
     from tracking import plots
     plots.predictions(images, truth, metrics.predict(model, images[:6]), new / "predictions.png", faces="Test faces")
     models = {**report["models"], **({"flip TTA": report["flip_tta"]} if "flip_tta" in report else {})}
-    plots.final_models(models, "student_seed0" if report["shipped"].startswith("distil") else "refit",
-                       new / "models.png")
+    plots.final_models(models, key, new / "models.png")
     (new / "COMMAND.md").write_text(f"# How this folder was made\n\n    {command}\n\n"
                                     "`finalize.json` holds every step: selection seeds, refit epochs, ensemble, "
                                     "distillation and what each model scored on the test split (`models.png` "
