@@ -1,8 +1,11 @@
-"""Which flip convention matches the data: x -> 95 - x or x -> 96 - x?
+"""Where a flipped label belongs: the mirror axis of each keypoint, measured, and what a flip costs under it.
 
-A model trained without flip has only seen faces as they are. Mirror the validation faces and
-their keypoints under each convention: the convention whose mirrored labels the model predicts
-better is the one the labels were made in. `python -m bench.flip [--epochs 12]`
+A model trained without flip has only seen faces as they are. On a mirrored face it places each keypoint
+as the labels of unmirrored faces taught it, so the mean of its x on the face and its mirrored x on the
+mirrored face is the axis about which that keypoint's labels mirror: no label enters this estimate. The
+axes, averaged over each left/right pair, are `train.keypoints.FLIP_AXES`. Then the mirrored validation
+labels are scored against its predictions about 95, 96 and those axes.
+`python -m bench.flip [--model FOLDER | --epochs 12]`
 """
 import argparse
 
@@ -11,7 +14,7 @@ import numpy as np
 from spaces.cnn import EDGE
 from train import data as data_mod
 from train.cli_args import DEFAULT_DATA
-from train.keypoints import FLIP_PERMUTATION
+from train.keypoints import FLIP_AXES, FLIP_PERMUTATION, NAMES
 from train.metrics import predict, rmse
 from train.split import split3
 from train.trial import TrialSettings, run_trial
@@ -20,26 +23,32 @@ from train.trial import TrialSettings, run_trial
 def main(argv=None):
     ap = argparse.ArgumentParser(prog="python -m bench.flip", description=__doc__.splitlines()[0])
     ap.add_argument("--data", default=DEFAULT_DATA)
+    ap.add_argument("--model", help="folder with model.keras trained without flip on the default split's "
+                                    "training faces (default: train the EDGE preset for --epochs)")
     ap.add_argument("--epochs", type=int, default=12)
     args = ap.parse_args(argv)
     data = data_mod.load(args.data)
     settings = TrialSettings(epochs=args.epochs, patience=args.epochs)
-    result = run_trial({"model": "cnn", **EDGE, "aug_flip": False}, data, settings)
+    if args.model:
+        from train.model_io import keras_model
+        model = keras_model(args.model)
+    else:
+        model = run_trial({"model": "cnn", **EDGE, "aug_flip": False}, data, settings).model
     _, val, _ = split3(data, settings.val_fraction, settings.test_fraction, settings.split, settings.seed)
-    plain = predict(result.model, data.images[val])
-    images, truth = data.images[val][:, :, ::-1], data.keypoints[val][:, FLIP_PERMUTATION]
-    pred = predict(result.model, images)
-    bias = np.nanmean(plain[:, 0::2] - data.keypoints[val][:, 0::2])
-    print(f"unmirrored validation faces: RMSE {result.metrics['rmse']:.3f} px, mean x error {bias:+.3f} px")
-    for axis in (95, 96):
+    plain = predict(model, data.images[val])
+    pred = predict(model, data.images[val][:, :, ::-1])
+    truth = data.keypoints[val][:, FLIP_PERMUTATION]
+    print(f"unmirrored validation faces ({len(val)}): RMSE {rmse(data.keypoints[val], plain):.3f} px")
+    implied = np.nanmean(pred[:, FLIP_PERMUTATION][:, 0::2] + plain[:, 0::2], axis=0)
+    paired = (implied + implied[np.asarray(FLIP_PERMUTATION[0::2]) // 2]) / 2
+    for name, axis, pair in zip(NAMES, implied, paired):
+        print(f"  {name:26s} axis {axis:6.2f}  pair mean {pair:6.2f}")
+    for label, axes in (("95", np.full(15, 95.0)), ("96", np.full(15, 96.0)),
+                        ("the pair means above", paired), ("FLIP_AXES", np.float32(FLIP_AXES))):
         mirrored = truth.copy()
-        mirrored[:, 0::2] = axis - mirrored[:, 0::2]
-        x_err = np.nanmean(pred[:, 0::2] - mirrored[:, 0::2])
-        print(f"mirrored faces, x -> {axis} - x: RMSE {rmse(mirrored, pred):.3f} px, mean x error {x_err:+.3f} px")
-    # The axis the model itself implies: its prediction on a mirrored face, mirrored back, meets its
-    # prediction on the face as it is. No label enters this estimate.
-    implied = np.nanmean(pred[:, FLIP_PERMUTATION][:, 0::2] + plain[:, 0::2])
-    print(f"axis implied by the model's own predictions: x -> {implied:.2f} - x")
+        mirrored[:, 0::2] = axes - mirrored[:, 0::2]
+        print(f"mirrored faces, labels mirrored about {label}: RMSE {rmse(mirrored, pred):.3f} px")
+    print("FLIP_AXES =", [round(float(a), 2) for a in paired])
 
 
 if __name__ == "__main__":

@@ -5,7 +5,7 @@ from tests.fixtures import faces
 from train import augment
 from train.errors import UserError
 from train.impute import impute
-from train.keypoints import FLIP_X, COLUMNS, SIZE
+from train.keypoints import COLUMNS, FLIP_AXES, FLIP_X, NAMES, SIZE
 
 
 def _kp():
@@ -58,12 +58,15 @@ def test_flip_twice_is_identity_and_left_eye_becomes_right_eye():
     np.testing.assert_array_equal(ffi, images)
     np.testing.assert_allclose(ffk, kp, atol=1e-4)
     lx, rx = COLUMNS.index("left_eye_center_x"), COLUMNS.index("right_eye_center_x")
-    np.testing.assert_allclose(fk[:, lx], FLIP_X - kp[:, rx], atol=1e-4)
-    # the mirrored right eye lands on the bright pixel it was drawn at (the fixture draws keypoint x at
-    # pixel index round(x); the image flip maps index j to 95 - j)
+    eye_axis = FLIP_AXES[NAMES.index("left_eye_center")]
+    np.testing.assert_allclose(fk[:, lx], eye_axis - kp[:, rx], atol=1e-4)
+    assert eye_axis != FLIP_X  # the label's mirror is the measured axis, not the pixel grid's
+    # the mirrored right eye's label, less the label shift, lands on the bright pixel it was drawn at
+    # (the fixture draws keypoint x at pixel index round(x); the image flip maps index j to 95 - j)
     ly = COLUMNS.index("left_eye_center_y")
     for i in range(3):
-        assert fi[i, int(round(fk[i, ly])), int(round(fk[i, lx] - (FLIP_X - (SIZE - 1))))] == 255
+        geometric_x = fk[i, lx] - (eye_axis - FLIP_X)
+        assert fi[i, int(round(fk[i, ly])), int(round(geometric_x - (FLIP_X - (SIZE - 1))))] == 255
 
 
 @pytest.mark.parametrize("angle", [-15, 10, 30])

@@ -1,8 +1,8 @@
 """Offline augmentation of the training split: geometric ops move keypoints exactly with pixels.
 
-Coordinates: keypoint (x, y) is (column, row) with pixel centres on integers, so a horizontal
-flip maps x to FLIP_X - x
-(train/keypoints.py). A keypoint that a transform pushes outside the image becomes missing
+Coordinates: keypoint (x, y) is (column, row) on the pixel grid of train/keypoints.py. A horizontal
+flip mirrors the image about FLIP_X and each label about its keypoint's own axis, FLIP_AXES, because
+the labels are not mirror-symmetric (train/keypoints.py). A keypoint that a transform pushes outside the image becomes missing
 (NaN): the masked loss then ignores it instead of teaching the model an impossible position.
 """
 from __future__ import annotations
@@ -11,7 +11,7 @@ import numpy as np
 from scipy import ndimage
 
 from train.errors import UserError
-from train.keypoints import FLIP_PERMUTATION, FLIP_X, SIZE
+from train.keypoints import FLIP_AXES, FLIP_PERMUTATION, FLIP_X, SIZE
 
 OPS = ("flip", "rotate", "shift", "brightness", "noise")
 DEFAULT_RANGES = {"rotate": 15.0, "shift": 8.0, "brightness": 0.3, "noise": 8.0}
@@ -31,8 +31,16 @@ def parse_ops(spec) -> list[str]:
 
 def flip(images, keypoints):
     out = keypoints[:, FLIP_PERMUTATION].copy()
-    out[:, 0::2] = FLIP_X - out[:, 0::2]
+    out[:, 0::2] = np.float32(FLIP_AXES) - out[:, 0::2]
     return images[:, :, ::-1].copy(), out
+
+
+def flip_label_shift() -> np.ndarray:
+    """What a label flip adds, per column, to the pixel grid's mirror (x only): moving a keypoint by this
+    before a geometric flip about FLIP_X lands it where `flip` puts it."""
+    shift = np.zeros(2 * len(FLIP_AXES), np.float32)
+    shift[0::2] = np.float32(FLIP_AXES) - FLIP_X
+    return shift
 
 
 def affine(image, keypoints, matrix, offset):

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from train.augment import CENTRE, PIXEL_CENTRE  # one definition of the pixel grid
+from train.augment import CENTRE, PIXEL_CENTRE, flip_label_shift  # one definition of the pixel grid
 from train.keypoints import FLIP_PERMUTATION, SIZE
 
 MAX_RANGES = {"rotate_deg": 20.0, "shift_px": 10.0, "scale": 0.12, "brightness": 0.25, "contrast": 0.35}
@@ -47,7 +47,10 @@ def augment_batch(images, keypoints, strength: float, flip: bool, seed=None):
         images=images, transforms=transforms, output_shape=tf.constant([SIZE, SIZE]),
         fill_value=0.0, interpolation="BILINEAR", fill_mode="NEAREST")
 
-    kp = tf.where(mirrored[:, None], tf.gather(keypoints, FLIP_PERMUTATION, axis=1), keypoints)
+    # A mirrored face's labels are swapped left/right and pre-shifted so that the geometric mirror below
+    # lands each on its keypoint's own flip axis, as train.augment.flip does.
+    swapped = tf.gather(keypoints, FLIP_PERMUTATION, axis=1) - flip_label_shift()
+    kp = tf.where(mirrored[:, None], swapped, keypoints)
     x = kp[:, 0::2] - PIXEL_CENTRE
     y = kp[:, 1::2] - PIXEL_CENTRE
     nx = a00[:, None] * x + a01[:, None] * y + b0[:, None] + PIXEL_CENTRE

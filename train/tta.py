@@ -7,12 +7,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from train.keypoints import FLIP_PERMUTATION, FLIP_X
+from train.keypoints import FLIP_AXES, FLIP_PERMUTATION
 
 
-def flip_average(model, axis: float = FLIP_X):
+def flip_average(model):
     """One Keras model: mean of model(x) and the mirrored model(flip(x)), mapped back as train.augment.flip maps
-    labels (columns swapped left/right, x -> axis - x)."""
+    labels (columns swapped left/right, x -> FLIP_AXES[k] - x)."""
     import keras
     from keras import ops
     inp = keras.Input(model.input_shape[1:], name="image")
@@ -20,6 +20,6 @@ def flip_average(model, axis: float = FLIP_X):
     mirrored = model(ops.flip(inp, axis=2), training=False)
     n = len(FLIP_PERMUTATION)
     sign = np.tile(np.float32([-1.0, 1.0]), n // 2)
-    offset = np.tile(np.float32([axis, 0.0]), n // 2)
+    offset = np.stack([np.float32(FLIP_AXES), np.zeros(n // 2, np.float32)], axis=1).reshape(-1)
     back = ops.take(mirrored, np.asarray(FLIP_PERMUTATION), axis=-1) * sign + offset
     return keras.Model(inp, (plain + back) / 2.0, name="flip_tta")
