@@ -11,6 +11,7 @@ import argparse
 
 import numpy as np
 
+from bench import sections
 from spaces.cnn import EDGE
 from train import data as data_mod
 from train.cli_args import DEFAULT_DATA
@@ -38,17 +39,32 @@ def main(argv=None):
     plain = predict(model, data.images[val])
     pred = predict(model, data.images[val][:, :, ::-1])
     truth = data.keypoints[val][:, FLIP_PERMUTATION]
-    print(f"unmirrored validation faces ({len(val)}): RMSE {rmse(data.keypoints[val], plain):.3f} px")
+    base = rmse(data.keypoints[val], plain)
+    print(f"unmirrored validation faces ({len(val)}): RMSE {base:.3f} px")
     implied = np.nanmean(pred[:, FLIP_PERMUTATION][:, 0::2] + plain[:, 0::2], axis=0)
     paired = (implied + implied[np.asarray(FLIP_PERMUTATION[0::2]) // 2]) / 2
     for name, axis, pair in zip(NAMES, implied, paired):
         print(f"  {name:26s} axis {axis:6.2f}  pair mean {pair:6.2f}")
+    scores = {}
     for label, axes in (("95", np.full(15, 95.0)), ("96", np.full(15, 96.0)),
-                        ("the pair means above", paired), ("FLIP_AXES", np.float32(FLIP_AXES))):
+                        ("the pair means above", paired), ("`FLIP_AXES`", np.float32(FLIP_AXES))):
         mirrored = truth.copy()
         mirrored[:, 0::2] = axes - mirrored[:, 0::2]
-        print(f"mirrored faces, labels mirrored about {label}: RMSE {rmse(mirrored, pred):.3f} px")
+        scores[label] = rmse(mirrored, pred)
+        print(f"mirrored faces, labels mirrored about {label}: RMSE {scores[label]:.3f} px")
     print("FLIP_AXES =", [round(float(a), 2) for a in paired])
+    sections.update("flip", _markdown(len(val), base, implied, paired, scores, args.model))
+
+
+def _markdown(n, base, implied, paired, scores, model) -> str:
+    lines = ["## Flip: each keypoint's label axis", "", f"A model trained without flip ({model or 'the EDGE preset'}) on {n} validation faces: RMSE {base:.3f} px "
+             "on the faces as they are. *Axis*: the mean of its x on a face and its mirrored x on the mirrored face "
+             "(no label enters it); *pair mean*: averaged over each left/right pair.", "",
+             "| keypoint | axis | pair mean |", "|---|---|---|"]
+    lines += [f"| {name} | {a:.2f} | {p:.2f} |" for name, a, p in zip(NAMES, implied, paired)]
+    lines += ["", "| mirrored labels about | RMSE px against its predictions on mirrored faces |", "|---|---|"]
+    lines += [f"| {label} | {v:.3f} |" for label, v in scores.items()]
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":
