@@ -169,10 +169,12 @@ def test_the_report_shows_an_exported_model_beside_the_grid(tmp_path):
     metrics = {"test_rmse": 1.4, "params": 187182, "mmacs": 33.5, "size_mb": 0.87, "inference_s_per_100": 0.04,
                "epochs": 90, "mean_face_test_rmse": 8.25}
     (best / "metrics.json").write_text(json.dumps(metrics))
-    (best / "config.json").write_text(json.dumps({"model": "cnn", "imputation": "masked", "aug_strength": 0.5}))
+    (best / "config.json").write_text(json.dumps({"model": "cnn", "imputation": "masked", "aug_strength": 0.5,
+                                                          "aug_flip": True}))
     report.main(["--space", "paper", "--best", str(best), "--output", str(tmp_path / "out")])
     md = _squeezed(tmp_path / "out" / "report.md")
-    assert "(cnn, with the masked loss and online augmentation of strength 0.5): test RMSE **1.400 px**" in md
+    assert ("(cnn, with the masked loss, online augmentation of strength 0.5 and mirrored faces): "
+            "test RMSE **1.400 px**") in md
     assert "187,182 params, 33.5M MACs" in md and "on the grid's test faces" in md
     assert "3.100 px (ffill), so 2.2× the error" in md
     # another split (another mean-face score): said, and no ratio drawn

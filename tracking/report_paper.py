@@ -147,11 +147,13 @@ def _exported(grid, key, best: dict) -> str:
     m, cfg = best["metrics"], best["config"]
     how = [w for w, on in (("the masked loss", cfg.get("imputation") == "masked"),
                            (f"online augmentation of strength {cfg.get('aug_strength')}",
-                            float(cfg.get("aug_strength") or 0) > 0)) if on]
+                            float(cfg.get("aug_strength") or 0) > 0),
+                           ("mirrored faces", bool(cfg.get("aug_flip")))) if on]
     grid_floor = {round(c["mean_face_test_rmse"], 6) for c in grid.values() if rd.finite(c.get("mean_face_test_rmse"))}
     same_split = rd.finite(m.get("mean_face_test_rmse")) and grid_floor == {round(m["mean_face_test_rmse"], 6)}
     text = (f"**The model in `{best['folder']}`** ({cfg.get('model', '?')}"
-            + (f", with {' and '.join(how)}" if how else "") + "): test RMSE "
+            + (f", with {' and '.join([', '.join(how[:-1]), how[-1]] if len(how) > 1 else how)}" if how else "")
+            + "): test RMSE "
             + f"**{fmt(m.get('test_rmse'), '.3f')} px**, {fmt(m.get('params'), ',.0f')} params, "
             + f"{fmt(m.get('mmacs'), '.1f')}M MACs, {fmt(m.get('size_mb'), '.2f')} MB, "
             + f"{fmt(m.get('inference_s_per_100'), '.4f')} s/100 images, {fmt(m.get('epochs'), '.0f')} epochs, "
