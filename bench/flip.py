@@ -57,9 +57,10 @@ def main(argv=None):
 
 
 def _markdown(n, base, implied, paired, scores, model) -> str:
-    lines = ["## Flip: each keypoint's label axis", "", f"A model trained without flip ({model or 'the EDGE preset'}) on {n} validation faces: RMSE {base:.3f} px "
-             "on the faces as they are. *Axis*: the mean of its x on a face and its mirrored x on the mirrored face "
-             "(no label enters it); *pair mean*: averaged over each left/right pair.", "",
+    lines = ["## Flip: each keypoint's label axis", "",
+             f"A model trained without flip ({model or 'the EDGE preset'}) on {n} validation faces: "
+             f"RMSE {base:.3f} px on the faces as they are. *Axis*: the mean of its x on a face and its mirrored x "
+             "on the mirrored face (no label enters it); *pair mean*: averaged over each left/right pair.", "",
              "| keypoint | axis | pair mean |", "|---|---|---|"]
     lines += [f"| {name} | {a:.2f} | {p:.2f} |" for name, a, p in zip(NAMES, implied, paired)]
     lines += ["", "| mirrored labels about | RMSE px against its predictions on mirrored faces |", "|---|---|"]

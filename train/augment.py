@@ -1,9 +1,10 @@
 """Offline augmentation of the training split: geometric ops move keypoints exactly with pixels.
 
 Coordinates: keypoint (x, y) is (column, row) on the pixel grid of train/keypoints.py. A horizontal
-flip mirrors the image about FLIP_X and each label about its keypoint's own axis, FLIP_AXES, because
-the labels are not mirror-symmetric (train/keypoints.py). A keypoint that a transform pushes outside the image becomes missing
-(NaN): the masked loss then ignores it instead of teaching the model an impossible position.
+flip mirrors the image about FLIP_X but each label about its keypoint's own axis, FLIP_AXES: the
+labels are not mirror-symmetric (train/keypoints.py). A keypoint that a transform pushes outside the
+image becomes missing (NaN): the masked loss then ignores it instead of teaching the model an
+impossible position.
 """
 from __future__ import annotations
 
@@ -36,8 +37,8 @@ def flip(images, keypoints):
 
 
 def flip_label_shift() -> np.ndarray:
-    """What a label flip adds, per column, to the pixel grid's mirror (x only): moving a keypoint by this
-    before a geometric flip about FLIP_X lands it where `flip` puts it."""
+    """Per column, how far a flipped label lies from the pixel grid's mirror of it (x only): a swapped keypoint
+    moved by minus this, then mirrored about FLIP_X, lands where `flip` puts it."""
     shift = np.zeros(2 * len(FLIP_AXES), np.float32)
     shift[0::2] = np.float32(FLIP_AXES) - FLIP_X
     return shift
