@@ -345,7 +345,8 @@ def export(out: Path, model, config: dict, report: dict, images, truth, command:
     (new / "litert.json").write_text(json.dumps(lite, indent=2))
     (new / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True))
     key = "student_seed0" if report["shipped"].startswith("distil") else "refit"
-    shipped = {**report["models"][key], "epochs": report["refit_epochs"], "mean_face_test_rmse": report["mean_face_test_rmse"],
+    shipped = {**report["models"][key], "epochs": report["refit_epochs"],
+               "mean_face_test_rmse": report["mean_face_test_rmse"],
                "size_mb": (new / "model.keras").stat().st_size / 1e6}  # what a trial's metrics.json says too
     (new / "metrics.json").write_text(json.dumps(shipped, indent=2, sort_keys=True))
     (new / "finalize.json").write_text(json.dumps(report, indent=2, default=float))

@@ -58,7 +58,7 @@ SPACE = Space(
     max_params=MAX_PARAMS,
     # The README's main job, 10 minutes with the install on 2 cores: the first warm start's full 75-epoch
     # schedule (EDGE_FAST without flip: 1.463 px at 60 epochs, 1.396 at 90, 1.431 at 75; with flip: 1.357 at 75),
-    # then the next warm start until the time is up. Patience 15, as the 90-epoch run had 20: at 5, one-cycle's noisy peak stopped EDGE_FAST at
-    # epoch 16 of 75 (2.29 px).
+    # then the next warm start until the time is up. Patience 15, as the 90-epoch run had 20: at 5, one-cycle's
+    # noisy peak stopped EDGE_FAST at epoch 16 of 75 (2.29 px).
     quick_budget={"trials": 6, "epochs": 75, "timeout": 420, "patience": 15},
 )

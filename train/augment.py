@@ -30,17 +30,25 @@ def parse_ops(spec) -> list[str]:
     return ops
 
 
+def label_mirror() -> tuple[np.ndarray, np.ndarray]:
+    """Per column, (sign, offset): a mirrored face's labels are keypoints[:, FLIP_PERMUTATION] * sign + offset,
+    that is x -> FLIP_AXES[k] - x and y kept. The one definition that flip, online flip and flip TTA share."""
+    sign = np.tile(np.float32([-1.0, 1.0]), len(FLIP_AXES))
+    offset = np.zeros(2 * len(FLIP_AXES), np.float32)
+    offset[0::2] = FLIP_AXES
+    return sign, offset
+
+
 def flip(images, keypoints):
-    out = keypoints[:, FLIP_PERMUTATION].copy()
-    out[:, 0::2] = np.float32(FLIP_AXES) - out[:, 0::2]
-    return images[:, :, ::-1].copy(), out
+    sign, offset = label_mirror()
+    return images[:, :, ::-1].copy(), keypoints[:, FLIP_PERMUTATION] * sign + offset
 
 
 def flip_label_shift() -> np.ndarray:
     """Per column, how far a flipped label lies from the pixel grid's mirror of it (x only): a swapped keypoint
     moved by minus this, then mirrored about FLIP_X, lands where `flip` puts it."""
-    shift = np.zeros(2 * len(FLIP_AXES), np.float32)
-    shift[0::2] = np.float32(FLIP_AXES) - FLIP_X
+    shift = label_mirror()[1]
+    shift[0::2] -= FLIP_X
     return shift
 
 

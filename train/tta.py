@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from train.keypoints import FLIP_AXES, FLIP_PERMUTATION
+from train.augment import label_mirror
+from train.keypoints import FLIP_PERMUTATION
 
 
 def flip_average(model):
@@ -18,8 +19,6 @@ def flip_average(model):
     inp = keras.Input(model.input_shape[1:], name="image")
     plain = model(inp, training=False)
     mirrored = model(ops.flip(inp, axis=2), training=False)
-    n = len(FLIP_PERMUTATION)
-    sign = np.tile(np.float32([-1.0, 1.0]), n // 2)
-    offset = np.stack([np.float32(FLIP_AXES), np.zeros(n // 2, np.float32)], axis=1).reshape(-1)
+    sign, offset = label_mirror()
     back = ops.take(mirrored, np.asarray(FLIP_PERMUTATION), axis=-1) * sign + offset
     return keras.Model(inp, (plain + back) / 2.0, name="flip_tta")
