@@ -180,8 +180,7 @@ def test_online_flip_agrees_with_the_offline_flip_and_its_named_axis():
     from train.online_augment import augment_batch
     images, kp = faces(8, seed=2, missing=0)
     x = tf.constant(images.astype(np.float32)[..., None])
-    tf.random.set_seed(0)
-    online_x, online_y = augment_batch(x, tf.constant(kp), 0.0, True)
+    online_x, online_y = augment_batch(x, tf.constant(kp), 0.0, True, tf.constant([0, 0]))
     offline_x, offline_y = flip(images, kp)
     mirrored = np.array([np.array_equal(a, b) for a, b in zip(online_x.numpy()[..., 0], offline_x)])
     assert mirrored.any() and (~mirrored).any()  # a coin per face
@@ -190,6 +189,24 @@ def test_online_flip_agrees_with_the_offline_flip_and_its_named_axis():
     left_eye_x = kp[0, 0]
     # now the right eye, mirrored about the eyes' measured label axis
     assert offline_y[0, 2] == pytest.approx(FLIP_AXES[1] - left_eye_x, abs=1e-4)
+
+
+def test_online_augmentation_is_the_same_for_the_same_seed_and_new_every_epoch():
+    import tensorflow as tf
+
+    from train.online_augment import dataset
+    images, kp = faces(64, seed=3, missing=0)
+    x = images.astype(np.float32)[..., None]
+
+    def two_epochs():
+        tf.random.set_seed(7)  # as keras.utils.set_random_seed does before every fit
+        ds = dataset(x, kp, 8, 0.8, True, seed=5)
+        return [np.concatenate([b[0].numpy().ravel() for b in ds]) for _ in range(2)]
+
+    first, again = two_epochs(), two_epochs()
+    np.testing.assert_array_equal(first[0], again[0])
+    np.testing.assert_array_equal(first[1], again[1])
+    assert not np.array_equal(first[0], first[1])
 
 
 def test_two_workers_share_one_trials_budget(tmp_path):
