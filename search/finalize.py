@@ -132,7 +132,8 @@ class Steps:
     def done(self, name: str) -> dict | None:
         return self.state["steps"].get(name)
 
-    def run(self, name: str, train) -> dict:
+    def run(self, name: str, train, epochs: int) -> dict:
+        """`train(folder, on_epoch)` trains one model of `epochs` epochs into `folder`."""
         self._reload()  # another stage on this folder may have trained it meanwhile
         self.used += [name] if name not in self.used else []
         if name in self.state["steps"]:
@@ -141,7 +142,7 @@ class Steps:
         folder = self.work / name.replace("/", "_")
         folder.mkdir(parents=True, exist_ok=True)
         print(f"[finalize] {name}: training", flush=True)
-        result = train(folder)
+        result = train(folder, _ticker(name, epochs))
         (folder / "config.json").write_text(json.dumps(result.config, indent=2, sort_keys=True, default=str))
         entry = {"metrics": {k: v for k, v in result.metrics.items() if isinstance(v, (int, float))},
                  "best_epoch": int(np.nanargmin(result.history["val_rmse"])) + 1 if result.history.get("val_rmse")
@@ -190,8 +191,9 @@ def finalize(args, tracker, data, log=print) -> dict:
     for c in candidates:
         vals, best_epochs, trained = [c.rmse], [], []
         for seed in range(1, args.seeds):
-            e = steps.run(f"select/{c.cid}/seed{seed}", lambda out, c=c, seed=seed: run_trial(
-                c.config, data, dataclasses.replace(select, train_seed=seed), out_dir=out))
+            e = steps.run(f"select/{c.cid}/seed{seed}", lambda out, tick, c=c, seed=seed: run_trial(
+                c.config, data, dataclasses.replace(select, train_seed=seed), out_dir=out, on_epoch=tick),
+                select.epochs)
             vals.append(e["metrics"]["rmse"])
             best_epochs.append(e["best_epoch"])
             trained.append(int(e["metrics"]["epochs"]))
@@ -216,8 +218,9 @@ def finalize(args, tracker, data, log=print) -> dict:
 
     def refit_of(config, seed, name, teacher=lambda: None, settings=refit):
         """`teacher`: made only if this step trains (loading an ensemble is not free)."""
-        return steps.run(name, lambda out: run_trial(config, data, dataclasses.replace(settings, train_seed=seed),
-                                                     out_dir=out, teacher=teacher(), distil_alpha=args.alpha))
+        return steps.run(name, lambda out, tick: run_trial(
+            config, data, dataclasses.replace(settings, train_seed=seed), out_dir=out, on_epoch=tick,
+            teacher=teacher(), distil_alpha=args.alpha), settings.epochs)
 
     models = {"refit": refit_of(chosen.config, 0, f"refit/{chosen.cid}/seed0")}
     members = [f"refit/{c.cid}/seed0" for c in ranked[:args.ensemble]]
@@ -287,6 +290,25 @@ def refit_epochs(best_epochs: list, trained: list, budget: int, schedule: str, n
     best = float(np.mean(best_epochs))
     return (max(1, round(best * n_train / (n_train + n_val))),
             f"best epoch {best:.1f} on {n_train} faces, the same optimizer steps")
+
+
+def _ticker(name: str, epochs: int, every: int = 5):
+    """A progress line every few epochs: a step trains for minutes, and a silent one looks hung."""
+    import time
+
+    from search.progress import clock
+    start = time.perf_counter()
+
+    def tick(epoch: int, logs: dict) -> None:
+        done = epoch + 1
+        if done % every and done != epochs:
+            return
+        took = time.perf_counter() - start
+        seen = "".join(f", {label} RMSE {logs[k]:.3f} px" for label, k in (("train", "rmse"), ("val", "val_rmse"))
+                       if k in logs)
+        print(f"[finalize] {name}: epoch {done}/{epochs}{seen}, {clock(took)} used, "
+              f"~{clock(took / done * (epochs - done))} left", flush=True)
+    return tick
 
 
 def _over_budget(config: dict, settings) -> str | None:

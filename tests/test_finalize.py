@@ -213,22 +213,25 @@ def test_a_student_over_the_budget_or_without_distil_is_refused_before_training(
         assert ": training" not in err.out
 
 
-def test_two_stages_on_one_work_folder_keep_each_others_steps(tmp_path):
+def test_two_stages_on_one_work_folder_keep_each_others_steps(tmp_path, capsys):
     """Steps alone, with a stand-in for training: what is under test is the bookkeeping, not a model."""
     from types import SimpleNamespace
     trained = []
 
     def train(name):
-        def fit(out):
+        def fit(out, tick):
             trained.append(name)
+            for epoch in range(2):
+                tick(epoch, {"rmse": 3.0 - epoch})
             return SimpleNamespace(config={"name": name}, history={"val_rmse": [2.0, 1.0]},
                                    metrics={"rmse": 1.0, "test_rmse": float("nan"), "epochs": 2, "train_s": 1.0,
                                             "train_images": 10})
         return fit
     plan = {"data_sha": "x", "settings": {}}
     first, second = finalize.Steps(tmp_path, plan), finalize.Steps(tmp_path, plan)  # both open before either trains
-    first.run("a", train("a"))
-    second.run("b", train("b"))
-    second.run("a", train("a"))  # finished by the other stage meanwhile: kept, not trained again
+    first.run("a", train("a"), 2)
+    second.run("b", train("b"), 2)
+    second.run("a", train("a"), 2)  # finished by the other stage meanwhile: kept, not trained again
     assert trained == ["a", "b"]
     assert set(finalize.Steps(tmp_path, plan).state["steps"]) == {"a", "b"}
+    assert "[finalize] b: epoch 2/2, train RMSE 2.000 px" in capsys.readouterr().out
