@@ -237,6 +237,9 @@ def finalize(args, tracker, data, log=print) -> dict:
         from train.ensemble import average
         report["models"]["ensemble"] = _scored(average([steps.model(m) for m in members]), images, truth,
                                                members=len(members))
+        if args.teacher_tta:
+            report["models"]["ensemble_flip_tta"] = {
+                **_flip_tta(average([steps.model(m) for m in members]), images, truth), "members": len(members)}
     shipped = f"refit/{chosen.cid}/seed0"
 
     # 4. distil the ensemble into the student, beside the same architecture trained alone
@@ -246,14 +249,22 @@ def finalize(args, tracker, data, log=print) -> dict:
         student = student_cfg or chosen.config
         sid = Candidate("", "", 0.0, student).cid
         # the teacher in the name: another ensemble or --alpha in the same --work is another model, never reused
-        teacher_id = hashlib.sha1(json.dumps([members, args.alpha]).encode()).hexdigest()[:8]
+        teacher_id = hashlib.sha1(json.dumps([members, args.alpha] + (["flip_tta"] if args.teacher_tta else []))
+                                  .encode()).hexdigest()[:8]
+
+        def teacher():
+            ensemble = average([steps.model(m) for m in members])
+            if args.teacher_tta:
+                from train.tta import flip_average
+                return flip_average(ensemble)
+            return ensemble
         small = dataclasses.replace(refit, max_params=ship.max_params, max_mmacs=ship.max_mmacs)
         for seed in range(args.seeds):
             alone = f"refit/{sid}/seed{seed}"
             refit_of(student, seed, alone, settings=small)
             report["models"][f"alone_seed{seed}"] = _scored(steps.model(alone), images, truth)
             name = f"distil/{sid}-{teacher_id}/seed{seed}"
-            refit_of(student, seed, name, teacher=lambda: average([steps.model(m) for m in members]), settings=small)
+            refit_of(student, seed, name, teacher=teacher, settings=small)
             report["models"][f"student_seed{seed}"] = _scored(steps.model(name), images, truth)
         gain = [report["models"][f"alone_seed{s}"]["test_rmse"] - report["models"][f"student_seed{s}"]["test_rmse"]
                 for s in range(args.seeds)]
@@ -418,6 +429,9 @@ def parse(argv):
     ap.add_argument("--distil", action="store_true", help="distil the ensemble into one student")
     ap.add_argument("--student", default=None, help="the student's config file (default: the chosen config)")
     ap.add_argument("--alpha", type=float, default=0.5, help="weight of the labels against the teacher's targets")
+    ap.add_argument("--teacher-tta", action="store_true",
+                    help="the teacher averages each face with its mirror: better targets, and the student, which "
+                         "ships, pays nothing for it")
     ap.add_argument("--max-params", type=int, default=None, help="the student's budget (default: the study's)")
     ap.add_argument("--max-mmacs", type=float, default=None)
     ap.add_argument("--work", default=None, help="kept models and results (default: runs/finalize/STUDY)")

@@ -197,6 +197,15 @@ def test_a_student_within_the_budget_learns_from_teachers_over_it_and_shares_the
     assert report["models"]["ensemble"]["params"] > small
     assert json.loads((out / "metrics.json").read_text())["params"] == small
     assert report["shipped"].startswith("distil/")
+    # a mirror-averaged teacher is another teacher: only the distilled students train again
+    finalize.main([*_args(study), "--ensemble", "2", "--distil", "--student", str(student), "--max-params",
+                   str(small), "--teacher-tta", "--out", str(tmp_path / "tiny-tta")])
+    log = capsys.readouterr().out
+    again = {line.split()[1].rstrip(":") for line in log.splitlines() if line.endswith(": training")}
+    assert len(again) == 2 and all(n.startswith("distil/") for n in again) and not again & trained, again
+    models = json.loads((tmp_path / "tiny-tta" / "finalize.json").read_text())["models"]
+    assert models["ensemble_flip_tta"]["mmacs"] == pytest.approx(2 * models["ensemble"]["mmacs"])
+    assert models["alone_seed0"]["test_rmse"] == report["models"]["alone_seed0"]["test_rmse"]
 
 
 def test_a_student_over_the_budget_or_without_distil_is_refused_before_training(study, tmp_path, capsys):
