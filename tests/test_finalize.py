@@ -244,3 +244,25 @@ def test_two_stages_on_one_work_folder_keep_each_others_steps(tmp_path, capsys):
     assert trained == ["a", "b"]
     assert set(finalize.Steps(tmp_path, plan).state["steps"]) == {"a", "b"}
     assert "[finalize] b: epoch 2/2, train RMSE 2.000 px" in capsys.readouterr().out
+
+
+def test_bench_repro_trains_the_forgotten_step_twice_and_finds_the_same_score(study, tmp_path, capsys):
+    from pathlib import Path
+
+    from bench import repro
+    stage = _args(study)
+    finalize.main(stage)
+    capsys.readouterr()
+    work = tmp_path / "runs" / "finalize" / "s"
+    step = next(k for k in json.loads((work / "state.json").read_text())["steps"] if k.startswith("refit/"))
+    results = tmp_path / "bench"
+    results.mkdir()
+    shutil.copy(Path(repro.__file__).parent / "results.json", results)
+    repro.main(["--steps", step, "--results", str(results), "--", *stage])
+    row = next(line for line in (results / "results.md").read_text().splitlines() if line.startswith(f"| `{step}`"))
+    first, second, difference = (float(v) for v in row.split("|")[2:5])
+    assert first == second and difference == 0.0
+    assert json.loads((work / "state.json").read_text())["steps"][step]["metrics"]["test_rmse"] == pytest.approx(first, abs=1e-6)
+    with pytest.raises(SystemExit) as exit_:
+        repro.main(["--steps", "refit/nope/seed0", "--results", str(results), "--", *stage])
+    assert exit_.value.code == 2 and "no step refit/nope/seed0" in capsys.readouterr().err
