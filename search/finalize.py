@@ -106,7 +106,12 @@ class Steps:
         self.state = json.loads(state.read_text()) if state.exists() else {"plan": plan, "steps": {}}
         self.used: list[str] = []  # this stage's steps, trained now or kept: what the stage costs
         kept = {"data_sha": self.state["plan"].get("data_sha"),
-                "settings": _training(self.state["plan"].get("settings", {}))}
+                "settings": _training(self.state["plan"].get("settings", {})),
+                "training_code": self.state["plan"].get("training_code", 1)}
+        if kept["training_code"] != plan["training_code"]:
+            raise UserError(f"{work}: its models were trained by training code {kept['training_code']}, this is "
+                            f"{plan['training_code']} (train.trial.TRAINING_CODE): pass another --work, or delete "
+                            "it to start over")
         if kept != plan:
             diff = sorted(k for k in {*plan, *kept} if plan.get(k) != kept.get(k))
             raise UserError(f"{work}: a final stage of other settings ({', '.join(diff)}) is kept here: pass another "
@@ -182,7 +187,8 @@ def finalize(args, tracker, data, log=print) -> dict:
     if args.distil and student_cfg is None:  # the chosen config is the student: whichever is chosen must fit
         for c in candidates:
             _check_budget(c.config, ship, f"trial {c.trial} (pass a --student within the budget)")
-    plan = {"data_sha": data.sha, "settings": _training(dataclasses.asdict(base))}
+    from train.trial import TRAINING_CODE
+    plan = {"data_sha": data.sha, "settings": _training(dataclasses.asdict(base)), "training_code": TRAINING_CODE}
     steps = Steps(Path(args.work or Path("runs") / "finalize" / args.study), plan)  # beside ./mlruns
     select = dataclasses.replace(base, score_test=False)
 

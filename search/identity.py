@@ -28,16 +28,21 @@ class StudyKey:
     copies: int
     max_params: int | None
     max_mmacs: float | None = None
+    code: int = 1  # train.trial.TRAINING_CODE: the training code's version
 
     @classmethod
     def of(cls, data, settings) -> "StudyKey":
+        from train.trial import TRAINING_CODE
         return cls(data.sha, settings.split, settings.val_fraction, settings.test_fraction, settings.seed,
-                   settings.epochs, settings.patience, settings.copies, settings.max_params, settings.max_mmacs)
+                   settings.epochs, settings.patience, settings.copies, settings.max_params, settings.max_mmacs,
+                   TRAINING_CODE)
 
     def digest(self) -> str:
         keyed = dataclasses.asdict(self)
         if keyed["max_mmacs"] is None:  # studies made before the compute budget keep their names
             del keyed["max_mmacs"]
+        if keyed["code"] == 1:  # and those made before the training code had a version
+            del keyed["code"]
         return hashlib.sha1(json.dumps(keyed, sort_keys=True).encode()).hexdigest()[:8]
 
     def describe(self) -> str:
@@ -51,7 +56,8 @@ class StudyKey:
         return {TAG: self.digest(), "data_sha": self.data_sha,
                 "split": f"{self.split}:val={self.val_fraction:g},test={self.test_fraction:g}",
                 "seed": self.seed, "max_epochs": self.epochs, "patience": self.patience,
-                "max_params": self.max_params or "none", "max_mmacs": self.max_mmacs or "none"}
+                "max_params": self.max_params or "none", "max_mmacs": self.max_mmacs or "none",
+                "training_code": self.code}
 
     def name(self, space: str, explicit: str | None) -> str:
         return explicit or f"{space}-{self.digest()}"
@@ -65,6 +71,8 @@ class StudyKey:
             if TAG not in tags:
                 raise UserError(f"study {study!r} was made before studies were keyed on their data and budget: "
                                 "its results are not comparable; choose another --study-name")
+            if int(tags.get("training_code", 1)) != self.code:
+                raise UserError(self._other_code(study, int(tags.get("training_code", 1))))
             if tags.get("data_sha") and tags["data_sha"] != self.data_sha:
                 raise UserError(f"study {study!r} was made on data {tags['data_sha'][:12]}, this data is "
                                 f"{self.data_sha[:12]}: choose another --study-name")
@@ -72,9 +80,15 @@ class StudyKey:
                             f"epochs, patience {tags.get('patience')}, max params {tags.get('max_params')}; this "
                             f"run has {self.describe()}: choose another --study-name")
 
+    def _other_code(self, study: str, theirs: int) -> str:
+        return (f"study {study!r} was trained by training code {theirs}, this is {self.code} "
+                "(train.trial.TRAINING_CODE): its scores are not comparable; choose another --study-name")
+
     def check_attrs(self, study: str, attrs: dict, space: str) -> dict:
         """The same check against an engine's own store (e.g. an Optuna study's user attributes)."""
-        mine = {TAG: self.digest(), "data_sha": self.data_sha, "space": space}
+        mine = {TAG: self.digest(), "data_sha": self.data_sha, "space": space, "training_code": self.code}
+        if TAG in attrs and int(attrs.get("training_code", 1)) != self.code:
+            raise UserError(self._other_code(study, int(attrs.get("training_code", 1))))
         if attrs.get("space", space) != space:
             raise UserError(f"study {study!r} searches space {attrs['space']!r}, not {space!r}: "
                             "choose another --study-name")

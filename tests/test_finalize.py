@@ -236,7 +236,7 @@ def test_two_stages_on_one_work_folder_keep_each_others_steps(tmp_path, capsys):
                                    metrics={"rmse": 1.0, "test_rmse": float("nan"), "epochs": 2, "train_s": 1.0,
                                             "train_images": 10})
         return fit
-    plan = {"data_sha": "x", "settings": {}}
+    plan = {"data_sha": "x", "settings": {}, "training_code": 2}
     first, second = finalize.Steps(tmp_path, plan), finalize.Steps(tmp_path, plan)  # both open before either trains
     first.run("a", train("a"), 2)
     second.run("b", train("b"), 2)
@@ -244,6 +244,8 @@ def test_two_stages_on_one_work_folder_keep_each_others_steps(tmp_path, capsys):
     assert trained == ["a", "b"]
     assert set(finalize.Steps(tmp_path, plan).state["steps"]) == {"a", "b"}
     assert "[finalize] b: epoch 2/2, train RMSE 2.000 px" in capsys.readouterr().out
+    with pytest.raises(finalize.UserError, match="trained by training code 2, this is 3"):
+        finalize.Steps(tmp_path, {**plan, "training_code": 3})
 
 
 def test_bench_repro_trains_the_forgotten_step_twice_and_finds_the_same_score(study, tmp_path, capsys):

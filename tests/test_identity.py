@@ -68,6 +68,22 @@ def test_a_named_study_refuses_other_data_in_one_line(tmp_path, tiny_cfg, capsys
     assert len(err.splitlines()) == 1 and a in err and b in err
 
 
+def test_a_study_trained_by_older_training_code_is_not_resumed(tmp_path, tiny_cfg, capsys, monkeypatch):
+    from train import trial
+    data = write_training_csv(tmp_path / "a.csv", n=24)
+    code = trial.TRAINING_CODE
+    monkeypatch.setattr(trial, "TRAINING_CODE", code - 1)  # the code before the last change to training
+    search_run.main(_manual(data, tiny_cfg, "--study-name", "S"))
+    monkeypatch.setattr(trial, "TRAINING_CODE", code)
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_:
+        search_run.main(_manual(data, tiny_cfg, "--study-name", "S"))
+    err = capsys.readouterr().err.strip()
+    assert exit_.value.code == 2 and len(err.splitlines()) == 1
+    assert f"trained by training code {code - 1}, this is {code}" in err
+    search_run.main(_manual(data, tiny_cfg))  # the default name carries the code in its digest: a study of its own
+
+
 def test_the_leaderboard_shows_one_data_and_budget_key_unless_asked(tmp_path, tiny_cfg, capsys):
     data = write_training_csv(tmp_path / "a.csv", n=24)
     search_run.main(_manual(data, tiny_cfg))

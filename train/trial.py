@@ -53,6 +53,13 @@ class TrialResult:
     test_pred: np.ndarray | None = field(default=None, repr=False)
 
 
+# What a trial's numbers depend on beyond its config, settings and data: bumped when training changes what a
+# config scores, so a study or a final stage never mixes models of two versions in one ranking.
+#   1: flips mirrored every label about x = 96
+#   2: each label mirrored about its keypoint's measured axis (FLIP_AXES); online augmentation draws stateless
+TRAINING_CODE = 2
+
+
 @dataclass
 class TrialSettings:
     """How every trial of a search is trained, whatever its hyperparameters."""
