@@ -87,7 +87,8 @@ def _append_bytes(path: Path, data: bytes) -> None:
 
 
 def table_meta(space_name, data, settings, budgets, seed) -> dict:
-    return {"space": space_name, "data_sha": data.sha, "split": settings.split, "val_fraction": settings.val_fraction,
+    from train.trial import TRAINING_CODE  # a table never mixes curves of two training codes
+    return {"training_code": TRAINING_CODE, "space": space_name, "data_sha": data.sha, "split": settings.split, "val_fraction": settings.val_fraction,
             "test_fraction": settings.test_fraction, "seed": settings.seed, "patience": settings.patience,
             "budgets": list(budgets), "pool_seed": seed, "max_params": settings.max_params,
             "max_mmacs": settings.max_mmacs}
@@ -135,7 +136,7 @@ def table_from_study(study: str, space_name: str, tracking_uri=None) -> tuple[di
     runs = tracker.trials(study=study)
     if not runs:
         raise UserError(f"study {study!r}: no trial runs in the MLflow store at {tracker.uri}")
-    rows, budgets, data_sha = [], set(), None
+    rows, budgets, data_sha, codes = [], set(), None, set()
     for run in runs:
         tags, m = run.data.tags, run.data.metrics
         budget = int(tags.get("max_epochs", 0) or 0)
@@ -143,6 +144,7 @@ def table_from_study(study: str, space_name: str, tracking_uri=None) -> tuple[di
                                                                                         tags.get("fkp_status"))
         config = typed(space, run.data.params)
         data_sha = data_sha or tags.get("data_sha")
+        codes.add(int(tags.get("training_code", 1)))
         row = {"config_id": config_id(config), "budget": budget, "config": config, "status": status,
                "wall_s": ((run.info.end_time or run.info.start_time) - run.info.start_time) / 1000}
         if status == "complete":
@@ -153,7 +155,11 @@ def table_from_study(study: str, space_name: str, tracking_uri=None) -> tuple[di
                        final_val_rmse=m["rmse"], test_rmse=m.get("test_rmse", float("nan")))
         budgets.add(budget)
         rows.append(row)
-    meta = {"space": space_name, "data_sha": data_sha, "budgets": sorted(b for b in budgets if b), "study": study}
+    if len(codes) > 1:  # a study refuses a resume by other code; this guards stores older than that check
+        raise UserError(f"study {study!r}: trials of training codes {sorted(codes)} mixed; their curves are not "
+                        "comparable")
+    meta = {"space": space_name, "data_sha": data_sha, "budgets": sorted(b for b in budgets if b), "study": study,
+            "training_code": codes.pop() if codes else 1}
     return meta, rows
 
 

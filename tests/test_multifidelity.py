@@ -225,6 +225,13 @@ def test_curves_table_resumes_without_retraining_and_refuses_other_settings(tmp_
     with pytest.raises(SystemExit) as exit_:
         curves.main([*args[:-4], "--max-params", "1000", "--max-mmacs", "0"])
     assert exit_.value.code == 2 and "a table of other settings (max_params=None)" in capsys.readouterr().err
+    lines = out.read_text().splitlines()
+    older = json.loads(lines[0])
+    del older["meta"]["training_code"]  # a table made before the training code had a version
+    out.write_text("\n".join([json.dumps(older), *lines[1:]]) + "\n")
+    with pytest.raises(SystemExit) as exit_:
+        curves.main(args)
+    assert exit_.value.code == 2 and "(training_code=None); this run has training_code=2" in capsys.readouterr().err
 
 
 def test_asha_search_trains_rungs_apart_keeps_them_off_the_leaderboard_and_never_retrains_a_rung(tmp_path, capsys):
