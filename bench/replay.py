@@ -180,7 +180,7 @@ def markdown(stats, grid, replays, bb, args, png: str) -> str:
              f"{', '.join(map(str, bb.budgets))} epochs (`{args.table_name}`), each at every budget with its own "
              f"schedule; {len(bb.dropped)} incomplete configs left out; trained by training code "
              f"{bb.meta.get('training_code', 1)} (`train.trial.TRAINING_CODE`; 1 mirrored flipped labels about "
-             "x = 96). Each strategy ran {args.seeds} paired seeds "
+             f"x = 96). Each strategy ran {args.seeds} paired seeds "
              f"on a simulated clock of {args.budget / 3600:g} h (one worker), proposals answered by the nearest pool "
              "config. Figure: test RMSE px of the config chosen on validation so far; IQM over seeds with a "
              "bootstrap 95% interval. Before a strategy's first full-budget result its value is the pool's worst "

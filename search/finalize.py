@@ -81,7 +81,11 @@ def study_candidates(tracker, rows: list[dict], study: str, top_k: int, fits=Non
 
 def study_settings(tags: dict, data):
     """The search's own TrialSettings, read back from the tags every trial run carries."""
-    from train.trial import TrialSettings
+    from train.trial import TRAINING_CODE, TrialSettings
+    code = int(tags.get("training_code", 1))
+    if code != TRAINING_CODE:  # its own scores would be averaged with seeds retrained by this code
+        raise UserError(f"study {tags.get('fkp_study', '?')!r} was trained by training code {code}, this is "
+                        f"{TRAINING_CODE} (train.trial.TRAINING_CODE): finalize a study searched by this code")
     if tags.get("data_sha") and tags["data_sha"] != data.sha:
         raise UserError(f"{data.path}: not the study's data (its sha {data.sha[:12]}, the study's "
                         f"{tags['data_sha'][:12]}): pass the --data the study was made on")
@@ -169,6 +173,8 @@ def finalize(args, tracker, data, log=print) -> dict:
     """The study's budget trains the candidates and the ensemble (teachers); --max-params/--max-mmacs bound what
     ships: the chosen config, or with --distil the student. So an edge-sized model can learn from big teachers."""
     from train.trial import run_trial
+    if args.teacher_tta and not args.distil:
+        raise UserError("--teacher-tta is the distillation teacher's: pass --distil and --ensemble 2 or more with it")
     if args.student and not args.distil:
         raise UserError("--student is the distilled model: pass --distil and --ensemble 2 or more with it")
     if args.ensemble > args.top_k:

@@ -213,7 +213,8 @@ def test_a_student_over_the_budget_or_without_distil_is_refused_before_training(
     student.write_text(json.dumps({"model": "cnn", "blocks": 2, "f1": 8, "f2": 8}))
     cases = [(["--ensemble", "2", "--distil", "--student", str(student), "--max-params", "50"],
               f"--student {student}: "),
-             (["--student", str(student)], "--student is the distilled model: pass --distil")]
+             (["--student", str(student)], "--student is the distilled model: pass --distil"),
+             (["--teacher-tta"], "--teacher-tta is the distillation teacher's: pass --distil")]
     for extra, message in cases:
         with pytest.raises(SystemExit) as exit_:
             finalize.main([*_args(study), *extra])
@@ -248,7 +249,8 @@ def test_two_stages_on_one_work_folder_keep_each_others_steps(tmp_path, capsys):
         finalize.Steps(tmp_path, {**plan, "training_code": 3})
 
 
-def test_bench_repro_trains_the_forgotten_step_twice_and_finds_the_same_score(study, tmp_path, capsys):
+def test_bench_repro_trains_the_forgotten_step_twice_and_finds_the_same_score(study, tmp_path, capsys,
+                                                                               monkeypatch):
     from pathlib import Path
 
     from bench import repro
@@ -262,9 +264,19 @@ def test_bench_repro_trains_the_forgotten_step_twice_and_finds_the_same_score(st
     shutil.copy(Path(repro.__file__).parent / "results.json", results)
     repro.main(["--steps", step, "--results", str(results), "--", *stage])
     row = next(line for line in (results / "results.md").read_text().splitlines() if line.startswith(f"| `{step}`"))
-    first, second, difference = (float(v) for v in row.split("|")[2:5])
-    assert first == second and difference == 0.0
-    assert json.loads((work / "state.json").read_text())["steps"][step]["metrics"]["test_rmse"] == pytest.approx(first, abs=1e-6)
+    kind, first, second, difference = (v.strip() for v in row.split("|")[2:6])
+    assert kind == "test" and first == second and float(difference) == 0.0
+    kept = json.loads((work / "state.json").read_text())["steps"][step]["metrics"]["test_rmse"]
+    assert kept == pytest.approx(float(first), abs=1e-6)
     with pytest.raises(SystemExit) as exit_:
         repro.main(["--steps", "refit/nope/seed0", "--results", str(results), "--", *stage])
     assert exit_.value.code == 2 and "no step refit/nope/seed0" in capsys.readouterr().err
+    from train import trial
+    monkeypatch.setattr(trial, "TRAINING_CODE", trial.TRAINING_CODE + 1)  # the code moved on since the stage ran
+    with pytest.raises(SystemExit) as exit_:
+        repro.main(["--steps", step, "--results", str(results), "--", *stage])
+    assert exit_.value.code == 2 and f"trained by training code {trial.TRAINING_CODE - 1}" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_:  # and the study itself: its scores would be averaged with new seeds
+        finalize.main(stage)
+    err = capsys.readouterr()
+    assert exit_.value.code == 2 and "study 's' was trained by training code" in err.err and ": training" not in err.out
