@@ -86,9 +86,12 @@ class StudyKey:
 
     def check_attrs(self, study: str, attrs: dict, space: str) -> dict:
         """The same check against an engine's own store (e.g. an Optuna study's user attributes)."""
-        mine = {TAG: self.digest(), "data_sha": self.data_sha, "space": space, "training_code": self.code}
-        if TAG in attrs and int(attrs.get("training_code", 1)) != self.code:
-            raise UserError(self._other_code(study, int(attrs.get("training_code", 1))))
+        # Set in this order, one attribute at a time: a worker starting beside the study's creator may see the
+        # code without the key, never the key without the code. A study older than the code's version has no
+        # code attribute and fails on its key below (the MLflow check, run first, names the code).
+        mine = {"training_code": self.code, TAG: self.digest(), "data_sha": self.data_sha, "space": space}
+        if "training_code" in attrs and int(attrs["training_code"]) != self.code:
+            raise UserError(self._other_code(study, int(attrs["training_code"])))
         if attrs.get("space", space) != space:
             raise UserError(f"study {study!r} searches space {attrs['space']!r}, not {space!r}: "
                             "choose another --study-name")
