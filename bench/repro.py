@@ -17,7 +17,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from train.errors import UserError, cli
+from train.errors import UserError, check_training_code, cli
 
 TOLERANCE_PX = 0.01  # issue 19: the same command twice, the same test RMSE within 0.01 px
 
@@ -82,10 +82,9 @@ def main(argv=None):
     if missing:
         raise UserError(f"{state}: no step {', '.join(missing)} (its steps are the lines '[finalize] NAME: ...')")
     from train.trial import TRAINING_CODE
-    code = kept["plan"].get("training_code", 1)
-    if code != TRAINING_CODE:  # its kept steps would be mixed with steps of this code
-        raise UserError(f"{work}: trained by training code {code}, this is {TRAINING_CODE}: run the final stage "
-                        "again on a fresh --work first")
+    # before copying: its kept steps would be mixed with steps of this code
+    check_training_code(str(work), kept["plan"].get("training_code", 1), TRAINING_CODE,
+                        "run the final stage again on a fresh --work first")
     runs = []
     with tempfile.TemporaryDirectory(prefix="fkp-repro-") as tmp:
         for i in (1, 2):

@@ -33,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
-from train.errors import UserError, cli
+from train.errors import UserError, check_training_code, cli
 
 @dataclasses.dataclass
 class Candidate:
@@ -82,10 +82,9 @@ def study_candidates(tracker, rows: list[dict], study: str, top_k: int, fits=Non
 def study_settings(tags: dict, data):
     """The search's own TrialSettings, read back from the tags every trial run carries."""
     from train.trial import TRAINING_CODE, TrialSettings
-    code = int(tags.get("training_code", 1))
-    if code != TRAINING_CODE:  # its own scores would be averaged with seeds retrained by this code
-        raise UserError(f"study {tags.get('fkp_study', '?')!r} was trained by training code {code}, this is "
-                        f"{TRAINING_CODE} (train.trial.TRAINING_CODE): finalize a study searched by this code")
+    # its own scores would be averaged with seeds retrained by this code
+    check_training_code(f"study {tags.get('fkp_study', '?')!r}", tags.get("training_code", 1), TRAINING_CODE,
+                        "finalize a study searched by this code")
     if tags.get("data_sha") and tags["data_sha"] != data.sha:
         raise UserError(f"{data.path}: not the study's data (its sha {data.sha[:12]}, the study's "
                         f"{tags['data_sha'][:12]}): pass the --data the study was made on")
@@ -112,10 +111,8 @@ class Steps:
         kept = {"data_sha": self.state["plan"].get("data_sha"),
                 "settings": _training(self.state["plan"].get("settings", {})),
                 "training_code": self.state["plan"].get("training_code", 1)}
-        if kept["training_code"] != plan["training_code"]:
-            raise UserError(f"{work}: its models were trained by training code {kept['training_code']}, this is "
-                            f"{plan['training_code']} (train.trial.TRAINING_CODE): pass another --work, or delete "
-                            "it to start over")
+        check_training_code(str(work), kept["training_code"], plan["training_code"],
+                            "pass another --work, or delete it to start over")
         if kept != plan:
             diff = sorted(k for k in {*plan, *kept} if plan.get(k) != kept.get(k))
             raise UserError(f"{work}: a final stage of other settings ({', '.join(diff)}) is kept here: pass another "
@@ -247,11 +244,10 @@ def finalize(args, tracker, data, log=print) -> dict:
     report["models"]["refit"] = _scored(steps.model(f"refit/{chosen.cid}/seed0"), images, truth)
     if args.ensemble > 1:
         from train.ensemble import average
-        report["models"]["ensemble"] = _scored(average([steps.model(m) for m in members]), images, truth,
-                                               members=len(members))
+        ensemble = average([steps.model(m) for m in members])
+        report["models"]["ensemble"] = _scored(ensemble, images, truth, members=len(members))
         if args.teacher_tta:
-            report["models"]["ensemble_flip_tta"] = {
-                **_flip_tta(average([steps.model(m) for m in members]), images, truth), "members": len(members)}
+            report["models"]["ensemble_flip_tta"] = {**_flip_tta(ensemble, images, truth), "members": len(members)}
     shipped = f"refit/{chosen.cid}/seed0"
 
     # 4. distil the ensemble into the student, beside the same architecture trained alone

@@ -11,9 +11,10 @@ import dataclasses
 import hashlib
 import json
 
-from train.errors import UserError
+from train.errors import UserError, check_training_code
 
 TAG = "fkp_key"
+NOT_COMPARABLE = "its scores are not comparable; choose another --study-name"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,8 +72,7 @@ class StudyKey:
             if TAG not in tags:
                 raise UserError(f"study {study!r} was made before studies were keyed on their data and budget: "
                                 "its results are not comparable; choose another --study-name")
-            if int(tags.get("training_code", 1)) != self.code:
-                raise UserError(self._other_code(study, int(tags.get("training_code", 1))))
+            check_training_code(f"study {study!r}", tags.get("training_code", 1), self.code, NOT_COMPARABLE)
             if tags.get("data_sha") and tags["data_sha"] != self.data_sha:
                 raise UserError(f"study {study!r} was made on data {tags['data_sha'][:12]}, this data is "
                                 f"{self.data_sha[:12]}: choose another --study-name")
@@ -80,18 +80,14 @@ class StudyKey:
                             f"epochs, patience {tags.get('patience')}, max params {tags.get('max_params')}; this "
                             f"run has {self.describe()}: choose another --study-name")
 
-    def _other_code(self, study: str, theirs: int) -> str:
-        return (f"study {study!r} was trained by training code {theirs}, this is {self.code} "
-                "(train.trial.TRAINING_CODE): its scores are not comparable; choose another --study-name")
-
     def check_attrs(self, study: str, attrs: dict, space: str) -> dict:
         """The same check against an engine's own store (e.g. an Optuna study's user attributes)."""
         # Set in this order, one attribute at a time: a worker starting beside the study's creator may see the
         # code without the key, never the key without the code. A study older than the code's version has no
         # code attribute and fails on its key below (the MLflow check, run first, names the code).
         mine = {"training_code": self.code, TAG: self.digest(), "data_sha": self.data_sha, "space": space}
-        if "training_code" in attrs and int(attrs["training_code"]) != self.code:
-            raise UserError(self._other_code(study, int(attrs["training_code"])))
+        if "training_code" in attrs:
+            check_training_code(f"study {study!r}", attrs["training_code"], self.code, NOT_COMPARABLE)
         if attrs.get("space", space) != space:
             raise UserError(f"study {study!r} searches space {attrs['space']!r}, not {space!r}: "
                             "choose another --study-name")

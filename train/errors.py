@@ -16,6 +16,13 @@ class DataError(UserError, ValueError):
     """A data file that cannot be used; the message names file, row and column."""
 
 
+def check_training_code(what: str, theirs, ours: int, remedy: str) -> None:
+    """One line where results of two training codes (train.trial.TRAINING_CODE) would meet."""
+    if int(theirs) != int(ours):
+        raise UserError(f"{what} was trained by training code {theirs}, this is {ours} (train.trial.TRAINING_CODE): "
+                        f"{remedy}")
+
+
 def cli(main):
     """Decorate a CLI entry point so user errors print one line and exit 2."""
     @functools.wraps(main)
