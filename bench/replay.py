@@ -54,7 +54,7 @@ def simulate(bb, strategy: str, seed: int, budget_s: float, presets: bool = Fals
 
     from search.adapters import OptunaSuggest
     from spaces.base import warm_starts
-    from search.pruners import RUNG_PRUNERS, make_pruner
+    from search.pruners import RUNG_PRUNERS, make_pruner, promotions
     from search.samplers import make_sampler
     from spaces.base import sample
     optuna.logging.set_verbosity(optuna.logging.ERROR)
@@ -80,7 +80,12 @@ def simulate(bb, strategy: str, seed: int, budget_s: float, presets: bool = Fals
                 if rung <= len(runs[full].val_rmse) and math.isfinite(runs[full].val_rmse[rung - 1]):
                     trial.set_user_attr(f"bar_{rung}", float(runs[full].val_rmse[rung - 1]))
         elif by_rung:
+            carried = trial.user_attrs.get("promoted_at", 0)  # a promotion goes on past the rung it stopped at
             for rung in rungs:
+                if rung <= carried:
+                    trial.set_user_attr(f"rung_{rung}", runs[rung].final_val)
+                    trial.report(runs[rung].final_val, rung)
+                    continue
                 clock += runs[rung].wall_s
                 if runs[rung].status == "failed":
                     state = TrialState.FAIL
@@ -110,6 +115,9 @@ def simulate(bb, strategy: str, seed: int, budget_s: float, presets: bool = Fals
                 out.events.append((clock, run.final_val, run.test_rmse, cid))
         else:
             study.tell(trial, state=state)
+        if by_rung:  # as search/optuna_engine.py's promote, after each trial ends
+            for stopped, rung in promotions(study, rungs):
+                study.enqueue_trial(stopped.params, user_attrs={"promoted_from": stopped.number, "promoted_at": rung})
     return out
 
 

@@ -7,7 +7,7 @@ import warnings
 
 from search.adapters import OptunaSuggest
 from search.engine import Engine
-from search.pruners import RUNG_PRUNERS, make_pruner, parse_rungs
+from search.pruners import RUNG_PRUNERS, RungPruner, make_pruner, parse_rungs, promotions
 from search.samplers import SAMPLERS, make_sampler
 from search.study_clock import StudyClock
 from spaces.base import sample, warm_starts
@@ -52,19 +52,42 @@ def recover(study) -> list[int]:
                 study.tell(t.number, state=TrialState.FAIL)
             except Exception:  # another worker on this host failed it first, and queues its retry
                 continue
-        kept = {"warm_start": True} if attrs.get("warm_start") else {}  # a preset still skips the rungs
+        # a preset still skips the rungs; a promotion still starts past the rung it was promoted from
+        kept = {k: attrs[k] for k in ("warm_start", "promoted_from", "promoted_at") if k in attrs}
         study.enqueue_trial(t.params, user_attrs={"retry_of": t.number, **kept}, skip_if_exists=False)
         recovered.append(t.number)
     return recovered
 
 
 def finished(study) -> int:
-    """Trials that count against the budget: complete, pruned, or failed by their own error.
-    A config refused by a constraint (over the parameter budget) costs no training and does not count."""
+    """Configs that count against the --trials budget: complete, pruned, or failed by their own error.
+    A config refused by a constraint (over the parameter budget) costs no training and does not count; nor
+    does a promotion, which goes on with a config already counted."""
     from optuna.trial import TrialState
     return sum(1 for t in study.get_trials(deepcopy=False)
-               if (t.state == TrialState.COMPLETE or (t.state == TrialState.PRUNED and "rejected" not in t.user_attrs)
-                   or (t.state == TrialState.FAIL and "error" in t.user_attrs)))
+               if "promoted_from" not in t.user_attrs
+               and (t.state == TrialState.COMPLETE or (t.state == TrialState.PRUNED and "rejected" not in t.user_attrs)
+                    or (t.state == TrialState.FAIL and "error" in t.user_attrs)))
+
+
+def promote(study, budget) -> list[int]:
+    """Queue ASHA's promotions (search/pruners.py) ahead of new configs: Optuna runs a waiting trial first."""
+    if not isinstance(study.pruner, RungPruner) or budget.expired():
+        return []
+    promoted = []
+    last = finished(study) >= budget.trials  # no new config will come to rank against
+    for trial, rung in promotions(study, study.pruner.rungs, study.pruner.eta, last=last):
+        study.enqueue_trial(trial.params, user_attrs={"promoted_from": trial.number, "promoted_at": rung},
+                            skip_if_exists=False)
+        print(f"[optuna] trial #{trial.number} now ranks in the best third at rung {rung} "
+              f"(val_rmse {trial.user_attrs[f'rung_{rung}']:.3f}): promoted, it trains the next budget", flush=True)
+        promoted.append(trial.number)
+    return promoted
+
+
+def promotion_waiting(trials) -> bool:
+    from optuna.trial import TrialState
+    return any(t.state == TrialState.WAITING and "promoted_from" in t.user_attrs for t in trials)
 
 
 def running_before(study, number: int) -> int:
@@ -90,7 +113,7 @@ def settle(study, budget, poll: float = 5.0) -> bool:
         running = sum(t.state == TrialState.RUNNING for t in trials)
         waiting = sum(t.state == TrialState.WAITING for t in trials)
         done = finished(study)
-        if done >= budget.trials or budget.expired():
+        if budget.expired() or (done >= budget.trials and not promotion_waiting(trials)):
             return True
         if done + running < budget.trials or waiting:
             return False
@@ -114,11 +137,22 @@ def same_config(study, params: dict):
     return None
 
 
+def sibling(study, trial):
+    """An earlier promotion of the same stopped trial: two workers ending trials at once can both queue it."""
+    from optuna.trial import TrialState
+    origin = trial.user_attrs["promoted_from"]
+    for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)):
+        if t.number < trial.number and t.user_attrs.get("promoted_from") == origin and "duplicate_of" not in t.user_attrs:
+            return t
+    return None
+
+
 def rungs_done(study, trial) -> dict:
-    """Rung results of the attempt this trial retries, never trained twice: a process killed on this host
-    (retry_of) or a worker whose heartbeat went stale (Optuna's retry copies its user attributes)."""
+    """Rung results of the attempt this trial goes on from, never trained twice: a process killed on this host
+    (retry_of), a worker whose heartbeat went stale (Optuna's retry copies its user attributes), or a stopped
+    trial that ASHA promoted (promoted_from)."""
     attrs = dict(trial.user_attrs)
-    origin = attrs.get("retry_of")
+    origin = attrs.get("retry_of", attrs.get("promoted_from"))
     if origin is not None:
         attrs = {**study.get_trials(deepcopy=False)[origin].user_attrs, **attrs}
     return {int(k.split("_")[1]): v for k, v in attrs.items() if k.startswith("rung_")}
@@ -208,6 +242,7 @@ class OptunaEngine(Engine):
         rungs = self.rungs_for(epochs)
         for number in recover(study):
             print(f"[optuna] trial #{number} was cut off by a killed process: queued to run again", flush=True)
+        promote(study, budget)  # a config the last process stopped, or the time budget cut, that now ranks
         remaining = budget.trials - finished(study)
         if remaining <= 0:
             print(f"[optuna] study {budget.study!r} already has {finished(study)} finished trials", flush=True)
@@ -224,14 +259,20 @@ class OptunaEngine(Engine):
         def objective(trial):
             trial.set_user_attr("host", HOST)
             trial.set_user_attr("pid", os.getpid())
+            promoted = trial.user_attrs.get("promoted_from")
             # Workers share one --trials budget: a trial beyond it (another worker got there first) stops here.
-            if finished(study) + running_before(study, trial.number) >= budget.trials or budget.expired():
+            # A promotion goes on with a config the budget already counts.
+            if budget.expired() or (promoted is None and
+                                    finished(study) + running_before(study, trial.number) >= budget.trials):
                 trial.set_user_attr("over_budget", True)
                 # No stop here: stop_at_budget, run once this trial has ended, waits for the others in settle().
                 # Waiting here would count this very trial as another worker's and wait for it forever.
                 raise OverBudget("the study's --trials or time budget was used up (by other workers, or before)")
             config = sample(space, OptunaSuggest(trial))
-            twin = same_config(study, trial.params)
+            if promoted is not None and (twin := sibling(study, trial)) is not None:
+                trial.set_user_attr("duplicate_of", twin.number)
+                raise optuna.TrialPruned(f"trial #{promoted} was promoted twice: trial #{twin.number} trains it")
+            twin = same_config(study, trial.params) if promoted is None else None
             if twin is not None:  # the same values already trained: reuse, do not train or list twice
                 trial.set_user_attr("duplicate_of", twin.number)
                 if twin.state == TrialState.PRUNED:
@@ -293,12 +334,14 @@ class OptunaEngine(Engine):
                 trial.report(value, rung)
                 if trial.should_prune():
                     runner.progress.trial_ended(f"stopped at rung {rung}/{epochs}")
-                    raise Pruned(f"not promoted past rung {rung}/{epochs} epochs (val_rmse {value:.3f})")
+                    raise Pruned(f"stopped at rung {rung}/{epochs} epochs (val_rmse {value:.3f}): not in the best "
+                                 "third there yet; promoted later if it ranks there once more configs arrive")
             if budget.expired():
                 raise Pruned(f"the study's time budget ran out before the full {epochs} epochs")
             return runner("optuna", trial.number, config, refs=refs, on_start=on_start)
 
         def stop_at_budget(study, _trial):
+            promote(study, budget)
             trials = study.get_trials(deepcopy=False)
             if budget.expired():
                 study.stop()

@@ -12,7 +12,7 @@ from search import run as search_run
 from search.optuna_engine import rungs_done
 from search.prior_sampler import PriorSampler
 from spaces.base import warm_starts
-from search.pruners import RungPruner, default_rungs, parse_rungs
+from search.pruners import RungPruner, default_rungs, parse_rungs, promotions
 from search.study_clock import StudyClock, union_seconds
 from tests.fixtures import write_training_csv
 from tracking.leaderboard import collect
@@ -54,10 +54,10 @@ def _trial_at(study, values: dict, rung=True):
 def test_rung_pruner_keeps_the_best_third_of_each_rung_and_ignores_other_steps():
     study = optuna.create_study(pruner=RungPruner([3, 10]))
     first = _trial_at(study, {3: 5.0})
-    assert not first.should_prune()  # alone: as good as the best
-    worse = _trial_at(study, {3: 6.0})
-    assert worse.should_prune()  # 2 values: only the best goes on
-    for v in (4.0, 7.0, 8.0, 9.0):
+    assert first.should_prune()  # alone: no best third to be in yet, so it waits for a promotion
+    assert _trial_at(study, {3: 6.0}).should_prune()  # 2 values: still no best third
+    assert not _trial_at(study, {3: 4.0}).should_prune()  # 3 values: the best goes on
+    for v in (7.0, 8.0, 9.0):
         _trial_at(study, {3: v})
     _trial_at(study, {3: 0.1}, rung=False)  # a per-epoch report (a resumed hyperband study): not a rung value
     # 7 values at rung 3: the best 7 // 3 = 2 go on (4.0 and 5.0)
@@ -72,8 +72,42 @@ def test_a_warm_starts_value_at_a_rungs_epoch_is_a_bar_the_first_arrivals_must_c
     warm = study.ask()
     warm.set_user_attr("bar_3", 2.0)  # a preset's epoch 3 of its full run, as the engine records it
     assert _trial_at(study, {3: 2.5}).should_prune()  # the first arrival at rung 3, but worse than the bar
-    assert not _trial_at(study, {3: 1.5}).should_prune()
-    assert not _trial_at(study, {10: 2.5}).should_prune()  # no bar at rung 10: ranked as before
+    assert not _trial_at(study, {3: 1.5}).should_prune()  # beats the preset: goes on without rivals
+    assert _trial_at(study, {10: 2.5}).should_prune()  # no bar at rung 10 and no rivals: waits
+
+
+def _stopped(study, values: dict):
+    trial = _trial_at(study, values)
+    assert trial.should_prune()
+    study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+    return trial.number
+
+
+def test_a_config_stopped_for_want_of_rivals_is_promoted_once_it_ranks_in_the_best_third():
+    study = optuna.create_study(pruner=RungPruner([3, 10]))
+    first = _stopped(study, {3: 2.0})  # the first arrival: stopped, not sent on unopposed
+    assert promotions(study, [3, 10]) == []  # one value: no best third yet
+    _stopped(study, {3: 3.0})
+    # the --trials budget spent, no rival will come: the best stopped config at the rung goes on anyway
+    assert [(t.number, r) for t, r in promotions(study, [3, 10], last=True)] == [(first, 3)]
+    third = _trial_at(study, {3: 4.0})
+    assert third.should_prune()
+    study.tell(third, state=optuna.trial.TrialState.PRUNED)
+    assert [(t.number, r) for t, r in promotions(study, [3, 10])] == [(first, 3)]  # best of 3 at rung 3
+    # the promotion carries its rung-3 value, is not ranked there again nor counted twice, and trains rung 10
+    study.enqueue_trial({}, user_attrs={"promoted_from": first, "promoted_at": 3})
+    copy = _trial_at(study, {3: 2.0})
+    assert copy.user_attrs["promoted_from"] == first and not copy.should_prune()
+    assert promotions(study, [3, 10]) == []  # already sent on
+    copy.set_user_attr("rung_10", 1.5)
+    copy.report(1.5, 10)
+    assert copy.should_prune()  # the first at rung 10: it waits there in turn
+    study.tell(copy, state=optuna.trial.TrialState.PRUNED)
+    for v in (1.8, 1.9):
+        _stopped(study, {3: 1.0 + v / 10, 10: v})
+    assert [(t.number, r) for t, r in promotions(study, [3, 10])] == [(copy.number, 10)]  # now the full budget
+    nan = _stopped(study, {3: float("nan")})
+    assert nan not in [t.number for t, _ in promotions(study, [3, 10])]
 
 
 def test_study_clock_counts_wall_time_while_any_worker_runs_across_kills_and_resumes():
@@ -171,8 +205,9 @@ def test_replay_picks_on_validation_reports_test_and_keeps_its_clock(tmp_path):
     chosen = min(r.events, key=lambda e: e[1])
     assert best[0] == 9.9 and best[-1] == pytest.approx(chosen[2])
     asha = replay.simulate(bb, "random+asha", 0, budget_s=40.0)
-    # the first trial is alone at its rung, so it goes on: 1 epoch + 2 s, then its full run, 3 epochs + 2 s
-    assert asha.events[0][0] == pytest.approx(8.0)
+    # no best third before 3 configs reach the rung (1 epoch + 2 s each); then the best of them goes on, by
+    # promotion or at once, to its full run (3 epochs + 2 s), which carries its rung and does not retrain it
+    assert asha.events[0][0] == pytest.approx(14.0)
     # a trial stopped at the rung costs 3 s: the clock is the sum of what each trial trained
     assert asha.trials > len(asha.events)
 
@@ -242,12 +277,20 @@ def test_asha_search_trains_rungs_apart_keeps_them_off_the_leaderboard_and_never
     out = capsys.readouterr().out
     assert "rung 1/3 epochs" in out and "Study time:" in out
     study = optuna.load_study(study_name="t", storage=f"sqlite:///{tmp_path}/mlruns/optuna.db")
-    counted = [t for t in study.trials if "rejected" not in t.user_attrs]
-    assert all("rung_1" in t.user_attrs and 1 in t.intermediate_values for t in counted)
+    trained = [t for t in study.trials if "rejected" not in t.user_attrs]
+    assert all("rung_1" in t.user_attrs and 1 in t.intermediate_values for t in trained)
+    # 3 configs, none alone at the rung allowed on; the best of them was stopped first and promoted after
+    (promoted,) = [t for t in trained if "promoted_from" in t.user_attrs]
+    counted = [t for t in trained if t is not promoted]
+    origin = study.trials[promoted.user_attrs["promoted_from"]]
+    assert len(counted) == 3 and origin.state == optuna.trial.TrialState.PRUNED
+    assert promoted.user_attrs["rung_1"] == origin.user_attrs["rung_1"] == min(t.user_attrs["rung_1"] for t in counted)
+    assert promoted.state == optuna.trial.TrialState.COMPLETE and promoted.params == origin.params
     tracker = Tracker("cnn")
     runs = tracker.trials(study="t")
     rung_runs = [r for r in runs if r.data.tags.get("fkp_rung") == "1/3" and r.data.tags["fkp_status"] != "rejected"]
-    assert len(rung_runs) == len(counted)
+    assert len(rung_runs) == len(counted)  # the promotion did not train rung 1 again
+    assert "promoted, it trains the next budget" in out
     assert all(r.data.tags["max_epochs"] == "1" for r in rung_runs)
     # the charts view's filter keeps the full-budget runs and drops every rung run
     from tracking.mlflow_view import CHARTS_FILTER
