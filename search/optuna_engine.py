@@ -85,14 +85,16 @@ def promote(study, budget) -> list[int]:
     return promoted
 
 
-def promotion_waiting(trials) -> bool:
-    from optuna.trial import TrialState
-    return any(t.state == TrialState.WAITING and "promoted_from" in t.user_attrs for t in trials)
+def promotion_pending(trials, states=("WAITING", "RUNNING")) -> bool:
+    """A promotion queued or under way: the study has work left though --trials configs have been drawn."""
+    return any(t.state.name in states and "promoted_from" in t.user_attrs for t in trials)
 
 
 def running_before(study, number: int) -> int:
+    """New configs running in trials before this one (a promotion takes no room in --trials)."""
     from optuna.trial import TrialState
-    return sum(1 for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)) if t.number < number)
+    return sum(1 for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+               if t.number < number and "promoted_from" not in t.user_attrs)
 
 
 def settle(study, budget, poll: float = 5.0) -> bool:
@@ -110,10 +112,12 @@ def settle(study, budget, poll: float = 5.0) -> bool:
             optuna.storages.fail_stale_trials(study)  # heartbeats stopped past the grace period: fail, re-queue
         recover(study)  # a journal file has no heartbeat: a worker killed on this host is found by its pid
         trials = study.get_trials(deepcopy=False)
-        running = sum(t.state == TrialState.RUNNING for t in trials)
+        running = sum(t.state == TrialState.RUNNING and "promoted_from" not in t.user_attrs for t in trials)
         waiting = sum(t.state == TrialState.WAITING for t in trials)
         done = finished(study)
-        if budget.expired() or (done >= budget.trials and not promotion_waiting(trials)):
+        # A promotion running elsewhere is waited for too: if its worker dies, its heartbeat goes stale and it
+        # is queued here again; and when it ends it may promote the next one.
+        if budget.expired() or (done >= budget.trials and not promotion_pending(trials)):
             return True
         if done + running < budget.trials or waiting:
             return False
@@ -131,10 +135,10 @@ class OverBudget(Exception):
 def same_config(study, params: dict):
     """A finished or pruned trial with exactly these values: TPE can propose a config again."""
     from optuna.trial import TrialState
-    for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)):
-        if t.params == params and "rejected" not in t.user_attrs and "duplicate_of" not in t.user_attrs:
-            return t
-    return None
+    twins = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
+             if t.params == params and "rejected" not in t.user_attrs and "duplicate_of" not in t.user_attrs]
+    # a promoted config is both a pruned origin and a later trial that went further: reuse the furthest
+    return max(twins, key=lambda t: (t.state == TrialState.COMPLETE, t.last_step or 0), default=None)
 
 
 def sibling(study, trial):
@@ -142,7 +146,8 @@ def sibling(study, trial):
     from optuna.trial import TrialState
     origin = trial.user_attrs["promoted_from"]
     for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)):
-        if t.number < trial.number and t.user_attrs.get("promoted_from") == origin and "duplicate_of" not in t.user_attrs:
+        if (t.number != trial.number and t.user_attrs.get("promoted_from") == origin and "duplicate_of" not in t.user_attrs
+                and (t.number < trial.number or t.state != TrialState.RUNNING)):  # of two running, the older goes on
             return t
     return None
 
@@ -151,10 +156,16 @@ def rungs_done(study, trial) -> dict:
     """Rung results of the attempt this trial goes on from, never trained twice: a process killed on this host
     (retry_of), a worker whose heartbeat went stale (Optuna's retry copies its user attributes), or a stopped
     trial that ASHA promoted (promoted_from)."""
-    attrs = dict(trial.user_attrs)
-    origin = attrs.get("retry_of", attrs.get("promoted_from"))
-    if origin is not None:
-        attrs = {**study.get_trials(deepcopy=False)[origin].user_attrs, **attrs}
+    trials, attrs, seen = study.get_trials(deepcopy=False), dict(trial.user_attrs), set()
+    chain = [attrs.get("retry_of"), attrs.get("promoted_from")]
+    while chain:  # a retry of a promotion killed before it recorded the rungs it carries: go back to its origin
+        origin = chain.pop()
+        if origin is None or origin in seen:
+            continue
+        seen.add(origin)
+        older = trials[origin].user_attrs
+        attrs = {**older, **attrs}
+        chain += [older.get("retry_of"), older.get("promoted_from")]
     return {int(k.split("_")[1]): v for k, v in attrs.items() if k.startswith("rung_")}
 
 
@@ -240,15 +251,17 @@ class OptunaEngine(Engine):
         # the time budget is the study's: every worker and every resume draw on one clock
         budget.clock = StudyClock(study, start=getattr(budget.clock, "started", None))
         rungs = self.rungs_for(epochs)
+        if hasattr(study._storage, "get_heartbeat_interval") and study._storage.get_heartbeat_interval():
+            optuna.storages.fail_stale_trials(study)  # a dead worker's promotion is queued again before the check
         for number in recover(study):
             print(f"[optuna] trial #{number} was cut off by a killed process: queued to run again", flush=True)
         promote(study, budget)  # a config the last process stopped, or the time budget cut, that now ranks
         remaining = budget.trials - finished(study)
-        if remaining <= 0:
+        if remaining <= 0 and not promotion_pending(study.get_trials(deepcopy=False), ("WAITING",)):
             print(f"[optuna] study {budget.study!r} already has {finished(study)} finished trials", flush=True)
             return
         single = len(self.objectives) == 1
-        runner.progress.total = remaining
+        runner.progress.total = max(remaining, 1)
         if single:  # a resumed study's best so far, not "-" until this process finishes a trial
             runner.progress.best = min((t.values[0] for t in study.get_trials(deepcopy=False, states=(
                 TrialState.COMPLETE,)) if t.values), default=runner.progress.best)
@@ -345,7 +358,8 @@ class OptunaEngine(Engine):
             trials = study.get_trials(deepcopy=False)
             if budget.expired():
                 study.stop()
-            elif finished(study) + sum(t.state == TrialState.RUNNING for t in trials) >= budget.trials:
+            elif finished(study) + sum(t.state == TrialState.RUNNING and "promoted_from" not in t.user_attrs
+                                       for t in trials) >= budget.trials:
                 if settle(study, budget):
                     study.stop()
             elif sum("rejected" in t.user_attrs for t in trials) >= max(50, 10 * budget.trials):
@@ -354,7 +368,7 @@ class OptunaEngine(Engine):
                 study.stop()
 
         # The callback stops at the budget; the cap only ends a loop whose trials keep failing uncounted.
-        study.optimize(objective, n_trials=remaining * 3 + 50, timeout=budget.seconds_left(), catch=(Exception,),
+        study.optimize(objective, n_trials=max(remaining, 0) * 3 + 50, timeout=budget.seconds_left(), catch=(Exception,),
                        gc_after_trial=True, callbacks=[stop_at_budget])
 
     def pareto(self, study_name: str):

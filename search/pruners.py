@@ -90,7 +90,9 @@ def promotions(study, rungs, eta: int = ETA, last: bool = False) -> list[tuple[o
     `promoted_at`) that keeps the rung values it has and trains from the next rung on."""
     from optuna.trial import TrialState
     trials = study.get_trials(deepcopy=False)
-    sent = {t.user_attrs["promoted_from"] for t in trials if "promoted_from" in t.user_attrs}
+    # a promotion refused at once (the time budget ran out as it was picked up) never trained: it may go again
+    sent = {t.user_attrs["promoted_from"] for t in trials
+            if "promoted_from" in t.user_attrs and "over_budget" not in t.user_attrs}
     out = []
     for t in trials:
         attrs = t.user_attrs
@@ -102,11 +104,12 @@ def promotions(study, rungs, eta: int = ETA, last: bool = False) -> list[tuple[o
             continue
         rung = max(done)
         value = attrs[f"rung_{rung}"]
-        if not math.isfinite(value) or value > _bar(trials, rung):
+        bar = _bar(trials, rung)
+        if not math.isfinite(value) or value > bar:
             continue
         values = sorted(o.user_attrs[f"rung_{rung}"] for o in trials if _counts(o, rung))
         keep = max(len(values) // eta, 1 if last else 0)
-        if keep and value <= values[keep - 1]:
+        if (keep and value <= values[keep - 1]) or (not keep and math.isfinite(bar)):  # as RungPruner.prune
             out.append((t, rung))
     return sorted(out, key=lambda p: (-p[1], p[0].user_attrs[f"rung_{p[1]}"]))  # highest rung first, as ASHA
 

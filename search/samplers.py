@@ -74,6 +74,8 @@ SAMPLERS = {"tpe": _tpe, "tpe-plain": _tpe_plain, "random": _random, "prior": _p
 
 
 def make_sampler(name: str, space, seed: int, presets=()):
+    """The named sampler, shown one trial per config (search/sampler_view.py); the sampler itself is `.inner`."""
+    from search.sampler_view import OneTrialPerConfig
     if name not in SAMPLERS:
         raise UserError(f"unknown sampler {name!r} (choose from {', '.join(SAMPLERS)})")
-    return SAMPLERS[name](space, seed, list(presets))
+    return OneTrialPerConfig(SAMPLERS[name](space, seed, list(presets)))

@@ -129,10 +129,10 @@ def test_keras_tuners_first_trial_is_a_real_sample_not_every_lowest_value(tmp_pa
 def test_the_sampler_that_runs_is_the_one_logged_and_objectives_are_named():
     engine = OptunaEngine("tpe", objectives=("rmse", "latency"))
     study = engine.open_study("multi", spaces.get("cnn"), 0)
-    assert engine.describe()["sampler"] == "nsga2" and type(study.sampler).__name__ == "NSGAIISampler"
+    assert engine.describe()["sampler"] == "nsga2" and type(study.sampler.inner).__name__ == "NSGAIISampler"
     assert study.metric_names == ["rmse", "latency"]
     single = OptunaEngine("tpe").open_study("single", spaces.get("cnn"), 0)
-    assert single.metric_names == ["rmse"] and type(single.sampler).__name__ == "TPESampler"
+    assert single.metric_names == ["rmse"] and type(single.sampler.inner).__name__ == "TPESampler"
 
 
 def test_presets_of_the_space_are_the_first_optuna_trials():

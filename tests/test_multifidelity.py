@@ -9,7 +9,7 @@ import spaces
 from bench import curves, replay
 from bench.blackbox import Blackbox, check_table
 from search import run as search_run
-from search.optuna_engine import rungs_done
+from search.optuna_engine import HOST, rungs_done
 from search.prior_sampler import PriorSampler
 from spaces.base import warm_starts
 from search.pruners import RungPruner, default_rungs, parse_rungs, promotions
@@ -108,6 +108,19 @@ def test_a_config_stopped_for_want_of_rivals_is_promoted_once_it_ranks_in_the_be
     assert [(t.number, r) for t, r in promotions(study, [3, 10])] == [(copy.number, 10)]  # now the full budget
     nan = _stopped(study, {3: float("nan")})
     assert nan not in [t.number for t, _ in promotions(study, [3, 10])]
+
+
+def test_promotion_beats_a_preset_bar_without_rivals_and_comes_back_if_it_never_trained():
+    study = optuna.create_study(pruner=RungPruner([3, 10]))
+    early = _stopped(study, {3: 2.0})  # stopped before the preset set its bar
+    warm = study.ask()
+    warm.set_user_attr("bar_3", 2.5)
+    assert [t.number for t, _ in promotions(study, [3, 10])] == [early]  # beats the bar: as prune() would let on
+    study.enqueue_trial({}, user_attrs={"promoted_from": early, "promoted_at": 3})
+    refused = study.ask()
+    refused.set_user_attr("over_budget", True)  # picked up as the time budget ran out: never trained
+    study.tell(refused, state=optuna.trial.TrialState.FAIL)
+    assert [t.number for t, _ in promotions(study, [3, 10])] == [early]
 
 
 def test_study_clock_counts_wall_time_while_any_worker_runs_across_kills_and_resumes():
@@ -279,18 +292,19 @@ def test_asha_search_trains_rungs_apart_keeps_them_off_the_leaderboard_and_never
     study = optuna.load_study(study_name="t", storage=f"sqlite:///{tmp_path}/mlruns/optuna.db")
     trained = [t for t in study.trials if "rejected" not in t.user_attrs]
     assert all("rung_1" in t.user_attrs and 1 in t.intermediate_values for t in trained)
-    # 3 configs, none alone at the rung allowed on; the best of them was stopped first and promoted after
-    (promoted,) = [t for t in trained if "promoted_from" in t.user_attrs]
-    counted = [t for t in trained if t is not promoted]
-    origin = study.trials[promoted.user_attrs["promoted_from"]]
-    assert len(counted) == 3 and origin.state == optuna.trial.TrialState.PRUNED
-    assert promoted.user_attrs["rung_1"] == origin.user_attrs["rung_1"] == min(t.user_attrs["rung_1"] for t in counted)
-    assert promoted.state == optuna.trial.TrialState.COMPLETE and promoted.params == origin.params
+    # 3 configs, none let on alone at the rung: the best of them goes to the full budget, at once if it came
+    # third, else stopped and promoted after the third, keeping its rung value
+    counted = [t for t in trained if "promoted_from" not in t.user_attrs]
+    (full,) = [t for t in trained if t.state == optuna.trial.TrialState.COMPLETE]
+    assert len(counted) == 3 and full.user_attrs["rung_1"] == min(t.user_attrs["rung_1"] for t in counted)
+    if "promoted_from" in full.user_attrs:
+        origin = study.trials[full.user_attrs["promoted_from"]]
+        assert origin.state == optuna.trial.TrialState.PRUNED and origin.params == full.params
+        assert origin.user_attrs["rung_1"] == full.user_attrs["rung_1"] and "promoted, it trains the next" in out
     tracker = Tracker("cnn")
     runs = tracker.trials(study="t")
     rung_runs = [r for r in runs if r.data.tags.get("fkp_rung") == "1/3" and r.data.tags["fkp_status"] != "rejected"]
-    assert len(rung_runs) == len(counted)  # the promotion did not train rung 1 again
-    assert "promoted, it trains the next budget" in out
+    assert len(rung_runs) == len(counted)  # a promotion does not train rung 1 again
     assert all(r.data.tags["max_epochs"] == "1" for r in rung_runs)
     # the charts view's filter keeps the full-budget runs and drops every rung run
     from tracking.mlflow_view import CHARTS_FILTER
@@ -303,6 +317,23 @@ def test_asha_search_trains_rungs_apart_keeps_them_off_the_leaderboard_and_never
     retry = optuna.trial.create_trial(params=origin.params, distributions=origin.distributions, value=1.0,
                                       user_attrs={"retry_of": origin.number})
     assert rungs_done(study, retry) == {1: origin.user_attrs["rung_1"]}
+    # The --trials budget is spent when a promotion's process is killed before it recorded its carried rung:
+    # the same command queues it again, runs it (not "already has 3 finished trials"), and trains only the rest.
+    stopped = next(t for t in counted if t.state == optuna.trial.TrialState.PRUNED
+                   and not any(o.user_attrs.get("promoted_from") == t.number for o in study.trials))
+    study.enqueue_trial(stopped.params, user_attrs={"promoted_from": stopped.number, "promoted_at": 1})
+    dead = study.ask()
+    dead.set_user_attr("host", HOST)
+    dead.set_user_attr("pid", 2 ** 22 + 12345)  # no such process
+    search_run.main(args)
+    out = capsys.readouterr().out
+    assert f"trial #{dead.number} was cut off by a killed process" in out and "already has" not in out
+    study = optuna.load_study(study_name="t", storage=f"sqlite:///{tmp_path}/mlruns/optuna.db")
+    (again,) = [t for t in study.trials if t.user_attrs.get("retry_of") == dead.number]
+    assert again.state == optuna.trial.TrialState.COMPLETE and again.user_attrs["rung_1"] == stopped.user_attrs["rung_1"]
+    rung_runs = [r for r in tracker.trials(study="t") if r.data.tags.get("fkp_rung") == "1/3"
+                 and r.data.tags["fkp_status"] != "rejected"]
+    assert len(rung_runs) == len(counted)  # rung 1 still trained once per config
 
 
 def test_a_warm_start_skips_the_rungs_and_leaves_its_value_at_each_rungs_epoch_as_a_bar(tmp_path, capsys):
@@ -316,3 +347,25 @@ def test_a_warm_start_skips_the_rungs_and_leaves_its_value_at_each_rungs_epoch_a
     history = Tracker("cnn").client.get_metric_history(warm.user_attrs["mlflow_run_id"], "val_rmse")
     first = min(history, key=lambda m: m.step)  # epoch 1 of its full run
     assert warm.user_attrs["bar_1"] == pytest.approx(first.value)
+
+
+def test_the_sampler_sees_one_trial_per_config_and_still_samples():
+    from optuna.distributions import FloatDistribution
+    from optuna.trial import TrialState, create_trial
+
+    from search.samplers import make_sampler
+    study = optuna.create_study(sampler=make_sampler("tpe", spaces.get("cnn"), 0))
+    dist = {"x": FloatDistribution(0.0, 1.0)}
+    for i in range(12):
+        study.add_trial(create_trial(params={"x": i / 12}, distributions=dist, state=TrialState.PRUNED,
+                                     intermediate_values={3: 5.0 - i / 10}, user_attrs={"rung_3": 5.0 - i / 10}))
+    study.add_trial(create_trial(params={"x": 11 / 12}, distributions=dist, value=1.0, intermediate_values={3: 3.9},
+                                 user_attrs={"promoted_from": 11, "promoted_at": 3}))
+    study.add_trial(create_trial(params={"x": 0.0}, distributions=dist, state=TrialState.PRUNED,
+                                 user_attrs={"duplicate_of": 0}))
+    from search.sampler_view import _View
+    shown = [t.number for t in _View(study).get_trials(deepcopy=False)]
+    assert 11 not in shown and 13 not in shown and 12 in shown and len(shown) == 12  # the origin, the duplicate
+    assert len(study.get_trials(deepcopy=False)) == 14  # everyone else still sees every trial
+    x = study.ask(dist).params["x"]  # TPE samples through the view
+    assert 0.0 <= x <= 1.0
