@@ -14,6 +14,15 @@ def isolated(tmp_path, monkeypatch):
     monkeypatch.setenv("FKP_STORE_DIR", str(tmp_path / "mlruns"))
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.chdir(tmp_path)
+    yield
+    # a test that acts as a user (mlflow.set_tracking_uri) also sets MLFLOW_TRACKING_URI for the whole process:
+    # the next test in this worker, whichever file it is in, would log to that test's store
+    import sys
+    if "mlflow" in sys.modules:
+        sys.modules["mlflow"].set_tracking_uri(None)
+        sys.modules["mlflow"].set_registry_uri(None)
+    os.environ.pop("MLFLOW_TRACKING_URI", None)
+    os.environ.pop("MLFLOW_REGISTRY_URI", None)
 
 
 @pytest.fixture

@@ -16,6 +16,7 @@ def built(tmp_path_factory):
     patch = pytest.MonkeyPatch()
     patch.setenv("FKP_STORE_DIR", str(root / "mlruns"))
     patch.setenv("FKP_CACHE_DIR", str(root / "cache"))
+    patch.delenv("MLFLOW_TRACKING_URI", raising=False)  # module fixtures run outside conftest's `isolated`
     patch.chdir(root)
     try:
         data = write_training_csv(root / "d.csv", n=40)
