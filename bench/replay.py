@@ -54,7 +54,7 @@ def simulate(bb, strategy: str, seed: int, budget_s: float, presets: bool = Fals
 
     from search.adapters import OptunaSuggest
     from spaces.base import warm_starts
-    from search.pruners import RUNG_PRUNERS, make_pruner, promotions
+    from search.pruners import RUNG_PRUNERS, make_pruner, queue_promotions
     from search.samplers import make_sampler
     from spaces.base import sample
     optuna.logging.set_verbosity(optuna.logging.ERROR)
@@ -116,8 +116,7 @@ def simulate(bb, strategy: str, seed: int, budget_s: float, presets: bool = Fals
         else:
             study.tell(trial, state=state)
         if by_rung:  # as search/optuna_engine.py's promote, after each trial ends
-            for stopped, rung in promotions(study, rungs):
-                study.enqueue_trial(stopped.params, user_attrs={"promoted_from": stopped.number, "promoted_at": rung})
+            queue_promotions(study)
     return out
 
 

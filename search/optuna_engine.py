@@ -7,7 +7,7 @@ import warnings
 
 from search.adapters import OptunaSuggest
 from search.engine import Engine
-from search.pruners import RUNG_PRUNERS, RungPruner, make_pruner, parse_rungs, promotions
+from search.pruners import RUNG_PRUNERS, RungPruner, make_pruner, parse_rungs, queue_promotions
 from search.samplers import SAMPLERS, make_sampler
 from search.study_clock import StudyClock
 from spaces.base import sample, warm_starts
@@ -74,15 +74,11 @@ def promote(study, budget) -> list[int]:
     """Queue ASHA's promotions (search/pruners.py) ahead of new configs: Optuna runs a waiting trial first."""
     if not isinstance(study.pruner, RungPruner) or budget.expired():
         return []
-    promoted = []
-    last = finished(study) >= budget.trials  # no new config will come to rank against
-    for trial, rung in promotions(study, study.pruner.rungs, study.pruner.eta, last=last):
-        study.enqueue_trial(trial.params, user_attrs={"promoted_from": trial.number, "promoted_at": rung},
-                            skip_if_exists=False)
+    found = queue_promotions(study, last=finished(study) >= budget.trials)  # last: no new config will come
+    for trial, rung in found:
         print(f"[optuna] trial #{trial.number} now ranks in the best third at rung {rung} "
               f"(val_rmse {trial.user_attrs[f'rung_{rung}']:.3f}): promoted, it trains the next budget", flush=True)
-        promoted.append(trial.number)
-    return promoted
+    return [trial.number for trial, _ in found]
 
 
 def promotion_pending(trials, states=("WAITING", "RUNNING")) -> bool:
@@ -90,11 +86,20 @@ def promotion_pending(trials, states=("WAITING", "RUNNING")) -> bool:
     return any(t.state.name in states and "promoted_from" in t.user_attrs for t in trials)
 
 
+def running_configs(trials) -> list:
+    """Trials running a new config: a running promotion takes no room in --trials."""
+    return [t for t in trials if t.state.name == "RUNNING" and "promoted_from" not in t.user_attrs]
+
+
 def running_before(study, number: int) -> int:
-    """New configs running in trials before this one (a promotion takes no room in --trials)."""
-    from optuna.trial import TrialState
-    return sum(1 for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-               if t.number < number and "promoted_from" not in t.user_attrs)
+    return sum(t.number < number for t in running_configs(study.get_trials(deepcopy=False)))
+
+
+def fail_stale(study) -> None:
+    """Fail and re-queue the trials of workers whose heartbeat stopped past the grace period (RDB storages)."""
+    import optuna
+    if hasattr(study._storage, "get_heartbeat_interval") and study._storage.get_heartbeat_interval():
+        optuna.storages.fail_stale_trials(study)
 
 
 def settle(study, budget, poll: float = 5.0) -> bool:
@@ -104,15 +109,13 @@ def settle(study, budget, poll: float = 5.0) -> bool:
     live worker would stop and leave the study one trial short."""
     import time
 
-    import optuna
     from optuna.trial import TrialState
     said = False
     while True:
-        if hasattr(study._storage, "get_heartbeat_interval") and study._storage.get_heartbeat_interval():
-            optuna.storages.fail_stale_trials(study)  # heartbeats stopped past the grace period: fail, re-queue
+        fail_stale(study)
         recover(study)  # a journal file has no heartbeat: a worker killed on this host is found by its pid
         trials = study.get_trials(deepcopy=False)
-        running = sum(t.state == TrialState.RUNNING and "promoted_from" not in t.user_attrs for t in trials)
+        running = len(running_configs(trials))
         waiting = sum(t.state == TrialState.WAITING for t in trials)
         done = finished(study)
         # A promotion running elsewhere is waited for too: if its worker dies, its heartbeat goes stale and it
@@ -251,8 +254,7 @@ class OptunaEngine(Engine):
         # the time budget is the study's: every worker and every resume draw on one clock
         budget.clock = StudyClock(study, start=getattr(budget.clock, "started", None))
         rungs = self.rungs_for(epochs)
-        if hasattr(study._storage, "get_heartbeat_interval") and study._storage.get_heartbeat_interval():
-            optuna.storages.fail_stale_trials(study)  # a dead worker's promotion is queued again before the check
+        fail_stale(study)  # a dead worker's promotion is queued again before the check below
         for number in recover(study):
             print(f"[optuna] trial #{number} was cut off by a killed process: queued to run again", flush=True)
         promote(study, budget)  # a config the last process stopped, or the time budget cut, that now ranks
@@ -358,8 +360,7 @@ class OptunaEngine(Engine):
             trials = study.get_trials(deepcopy=False)
             if budget.expired():
                 study.stop()
-            elif finished(study) + sum(t.state == TrialState.RUNNING and "promoted_from" not in t.user_attrs
-                                       for t in trials) >= budget.trials:
+            elif finished(study) + len(running_configs(trials)) >= budget.trials:
                 if settle(study, budget):
                     study.stop()
             elif sum("rejected" in t.user_attrs for t in trials) >= max(50, 10 * budget.trials):

@@ -68,17 +68,21 @@ class RungPruner(optuna.pruners.BasePruner):
         if step <= trial.user_attrs.get("promoted_at", 0):
             return False  # a promotion carries this rung's value: it was ranked when it was promoted
         value = trial.intermediate_values[step]
-        if not math.isfinite(value):
-            return True
         trials = [t for t in study.get_trials(deepcopy=False) if t.number != trial.number]
-        bar = _bar(trials, step)
-        if value > bar:
-            return True
-        values = sorted([*(t.user_attrs[f"rung_{step}"] for t in trials if _counts(t, step)), value])
-        keep = len(values) // self.eta
-        if keep == 0:  # too few rivals to rank against; beating a preset's bar is rank enough
-            return not math.isfinite(bar)
-        return value > values[keep - 1]
+        values = [*(t.user_attrs[f"rung_{step}"] for t in trials if _counts(t, step)), value]
+        return not _goes_on(value, values, _bar(trials, step), self.eta)
+
+
+def _goes_on(value: float, values: list, bar: float, eta: int, last: bool = False) -> bool:
+    """Whether a config's value at a rung earns the next budget: in the best 1/eta of the rung's `values` (its
+    own among them) and no worse than a preset's `bar` there. With too few values for a best third, beating a
+    bar is rank enough; `last` (no rival will come) lets the best go on."""
+    if not math.isfinite(value) or value > bar:
+        return False
+    keep = max(len(values) // eta, 1 if last else 0)
+    if keep == 0:
+        return math.isfinite(bar)
+    return value <= sorted(values)[keep - 1]
 
 
 def promotions(study, rungs, eta: int = ETA, last: bool = False) -> list[tuple[object, int]]:
@@ -86,7 +90,7 @@ def promotions(study, rungs, eta: int = ETA, last: bool = False) -> list[tuple[o
     where it stopped, and has not been sent on yet. Also picks up a trial the time budget cut before its next
     rung, if it still ranks, so a resumed search finishes it. `last`: no new config will come (the --trials
     budget is spent), so the best at each rung goes on even with fewer than ETA rivals; else a 2-trial search
-    would end with no full-budget model. The caller enqueues each as a new trial (`promoted_from`,
+    would end with no full-budget model. `queue_promotions` enqueues each as a new trial (`promoted_from`,
     `promoted_at`) that keeps the rung values it has and trains from the next rung on."""
     from optuna.trial import TrialState
     trials = study.get_trials(deepcopy=False)
@@ -103,15 +107,20 @@ def promotions(study, rungs, eta: int = ETA, last: bool = False) -> list[tuple[o
         if not done:
             continue
         rung = max(done)
-        value = attrs[f"rung_{rung}"]
-        bar = _bar(trials, rung)
-        if not math.isfinite(value) or value > bar:
-            continue
-        values = sorted(o.user_attrs[f"rung_{rung}"] for o in trials if _counts(o, rung))
-        keep = max(len(values) // eta, 1 if last else 0)
-        if (keep and value <= values[keep - 1]) or (not keep and math.isfinite(bar)):  # as RungPruner.prune
+        values = [o.user_attrs[f"rung_{rung}"] for o in trials if _counts(o, rung)]
+        if _goes_on(attrs[f"rung_{rung}"], values, _bar(trials, rung), eta, last):
             out.append((t, rung))
     return sorted(out, key=lambda p: (-p[1], p[0].user_attrs[f"rung_{p[1]}"]))  # highest rung first, as ASHA
+
+
+def queue_promotions(study, last: bool = False) -> list[tuple[object, int]]:
+    """Queue each of `promotions` under the study's RungPruner as a new trial; Optuna runs a waiting trial
+    before it samples a new one. The search engine and the replay both promote through this."""
+    found = promotions(study, study.pruner.rungs, study.pruner.eta, last)
+    for trial, rung in found:
+        study.enqueue_trial(trial.params, user_attrs={"promoted_from": trial.number, "promoted_at": rung},
+                            skip_if_exists=False)
+    return found
 
 
 def _bar(trials, step) -> float:

@@ -32,10 +32,11 @@ class _View:
         return getattr(self._study, name)
 
     def _get_trials(self, deepcopy=True, states=None, use_cache=False):
-        everything = self._study._get_trials(deepcopy=False, use_cache=use_cache)
+        import copy
+        everything = self._study._get_trials(deepcopy=False, use_cache=use_cache)  # one read, filtered here
         hidden = superseded(everything)
-        shown = self._study._get_trials(deepcopy=deepcopy, states=states, use_cache=use_cache)
-        return [t for t in shown if t.number not in hidden]
+        shown = [t for t in everything if t.number not in hidden and (states is None or t.state in states)]
+        return copy.deepcopy(shown) if deepcopy else shown
 
     def get_trials(self, deepcopy=True, states=None):
         return self._get_trials(deepcopy=deepcopy, states=states)
