@@ -61,7 +61,9 @@ def simulate(bb, strategy: str, seed: int, budget_s: float, presets: bool = Fals
     sampler_name, pruner_name = parse_strategy(strategy)
     full, rungs = bb.budgets[-1], bb.budgets[:-1]
     starts = warm_starts(bb.space) if presets else []
-    study = optuna.create_study(sampler=make_sampler(sampler_name, bb.space, seed, starts),
+    # named, because Hyperband puts a trial in a bracket by a hash of the study's name: an unnamed study gets a
+    # random one, and the same replay command gave another result each run
+    study = optuna.create_study(study_name=f"replay-{strategy}-{seed}", sampler=make_sampler(sampler_name, bb.space, seed, starts),
                                 pruner=make_pruner(pruner_name, full, rungs))
     for preset in starts:
         study.enqueue_trial(preset, user_attrs={"warm_start": True})
