@@ -231,7 +231,7 @@ def finalize(args, tracker, data, log=print) -> dict:
             config, data, dataclasses.replace(settings, train_seed=seed), out_dir=out, on_epoch=tick,
             teacher=teacher(), distil_alpha=args.alpha), settings.epochs)
 
-    models = {"refit": refit_of(chosen.config, 0, f"refit/{chosen.cid}/seed0")}
+    refit_of(chosen.config, 0, f"refit/{chosen.cid}/seed0")
     members = [f"refit/{c.cid}/seed0" for c in ranked[:args.ensemble]]
     for c, name in zip(ranked[:args.ensemble], members):
         refit_of(c.config, 0, name)

@@ -264,6 +264,7 @@ class OptunaEngine(Engine):
             return
         single = len(self.objectives) == 1
         runner.progress.total = max(remaining, 1)
+        runner.progress.counts_refused = False  # a refused config costs no training and does not count
         if single:  # a resumed study's best so far, not "-" until this process finishes a trial
             runner.progress.best = min((t.values[0] for t in study.get_trials(deepcopy=False, states=(
                 TrialState.COMPLETE,)) if t.values), default=runner.progress.best)

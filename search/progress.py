@@ -26,6 +26,9 @@ class Progress:
         self.took: dict = {}  # kind -> seconds of its finished trials
         self.seconds_left = None  # the search's --timeout clock, when it has one
         self.used = None  # the study's wall time so far, over every worker and resume
+        # A fixed list (manual) or Keras Tuner's max_trials counts a refused config as one of its trials;
+        # Optuna's --trials does not (its engine sets False).
+        self.counts_refused = True
 
     def plan_kinds(self, kinds: list) -> None:
         """A fixed list of trials (a grid): estimate time left per kind, since a NASNet cell is not a small CNN's."""
@@ -69,6 +72,13 @@ class Progress:
         model = config.get("model", "")
         self._say(f"trial #{number} {model} starts" + (f" at rung {rung} epochs" if rung else ""))
 
+    def refused(self, engine: str, number: int, why: str) -> None:
+        """A config refused before training: it took no time, so it says nothing of the time left."""
+        self.label = f"{engine} {self.done + 1}/{self.total}"
+        self.running = False
+        self.done += self.counts_refused
+        self._say(f"trial #{number} refused before training: {why}")
+
     def rung_ended(self, rung: str, rmse: float) -> None:
         self._say(f"rung {rung} epochs: val_rmse {rmse:.3f}")
 
@@ -78,8 +88,7 @@ class Progress:
     def trial_ended(self, status: str, rmse: float | None = None) -> None:
         self.done += 1
         self.running = False
-        if not status.startswith("rejected"):  # refused before training, in no time: it says nothing of the rest
-            self.took.setdefault(self.kind, []).append(time.perf_counter() - self.trial_start)
+        self.took.setdefault(self.kind, []).append(time.perf_counter() - self.trial_start)
         if rmse is not None and rmse < self.best:
             self.best = rmse
         took = clock(time.perf_counter() - self.trial_start)

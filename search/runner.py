@@ -5,7 +5,7 @@ import dataclasses
 import tempfile
 
 from train.models import resolve
-from train.trial import Pruned, Rejected, StopTraining, TrialSettings, own_settings, run_trial
+from train.trial import Pruned, Rejected, StopTraining, TrialSettings, own_settings, refuse_unfit, run_trial
 
 
 class TrialRunner:
@@ -50,13 +50,14 @@ class TrialRunner:
             self.tracker.log_dataset(run_id, self.data)
             if on_start:
                 on_start(run_id)
+            refuse_unfit(config, settings)
             self.progress.trial_started(engine, number, config, (refs or {}).get("fkp_rung"))
             with tempfile.TemporaryDirectory(prefix="fkp-trial-") as out:
                 result = run_trial(config, self.data, settings, on_epoch=on_epoch, out_dir=out)
                 self.tracker.end_trial(run_id, "finished", result)
         except Rejected as exc:
             self.tracker.end_trial(run_id, "rejected", error=str(exc))
-            self.progress.trial_ended(f"rejected ({exc})")
+            self.progress.refused(engine, number, str(exc))
             raise
         except Pruned as exc:
             self.tracker.end_trial(run_id, "pruned", error=str(exc) or "pruned")

@@ -91,6 +91,19 @@ def test_a_raising_trial_is_recorded_failed_and_the_search_goes_on(tiny, tmp_pat
     assert status["adam"][0] == "FINISHED"
 
 
+def test_a_refused_config_is_never_announced_as_starting_and_does_not_count(tiny, tmp_path, capsys):
+    data, _ = tiny
+    cfg = tmp_path / "refused.yaml"
+    cfg.write_text("- {model: cnn, blocks: 5, filters_1: 8, filters_2: 8, dense_units: 0, augment: none, head: heatmap}\n"
+                   "- {model: cnn, blocks: 2, filters_1: 8, filters_2: 8, dense_units: 0, augment: none}\n")
+    search_run.main(_args(data, "--engine", "manual", "--config", str(cfg)))
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("[manual")]
+    assert lines[0].startswith("[manual 1/2] trial #0 refused before training: a heatmap head needs")
+    assert lines[1].startswith("[manual 2/2] trial #1 cnn starts")  # one of the 2 listed configs, in no time
+    assert not any("trial #0 cnn starts" in line for line in lines)
+    assert {r.data.tags.get("fkp_status") for r in _trials(rejected=True)} == {"rejected", "finished"}
+
+
 def test_optuna_survives_a_raising_trial(tiny, monkeypatch):
     import search.runner as runner_mod
     calls = {"n": 0}
@@ -220,7 +233,7 @@ def test_a_grids_time_left_is_estimated_per_kind_of_trial(monkeypatch):
     assert out.getvalue().splitlines()[-1].endswith("~9:56 left")  # the running trial's elapsed time counts
 
 
-def test_a_trial_refused_before_training_does_not_shrink_the_time_left(monkeypatch):
+def test_a_config_refused_before_training_neither_counts_nor_shrinks_the_time_left(monkeypatch):
     import io
 
     from search import progress as progress_mod
@@ -228,8 +241,14 @@ def test_a_trial_refused_before_training_does_not_shrink_the_time_left(monkeypat
     monkeypatch.setattr(progress_mod.time, "perf_counter", lambda: clock[0])
     out = io.StringIO()
     p = progress_mod.Progress(5, 1, stream=out)
-    for status, seconds in (("done", 60), ("rejected (over --max-params)", 0), ("rejected (over --max-mmacs)", 0)):
-        p.trial_started("optuna", 0, {})
-        clock[0] += seconds
-        p.trial_ended(status, 1.0 if status == "done" else None)
-    assert out.getvalue().splitlines()[-1].endswith("~2:00 left")  # 2 trials left at 60 s, not at 20 s
+    p.counts_refused = False  # as the Optuna engine sets it
+    p.trial_started("optuna", 0, {})
+    clock[0] += 60
+    p.trial_ended("done", 1.0)
+    p.refused("optuna", 1, "300,000 parameters is over the budget of 250,000")
+    p.refused("optuna", 2, "52.0M multiply-accumulates per image is over the budget of 40M")
+    last = out.getvalue().splitlines()[-1]
+    # 4 of the 5 trials left at 60 s each: refused configs are not trials (--trials does not count them)
+    assert last.startswith("[optuna 2/5] trial #2 refused before training: 52.0M") and last.endswith("~4:00 left")
+    p.trial_started("optuna", 3, {})
+    assert out.getvalue().splitlines()[-1].startswith("[optuna 2/5] trial #3")

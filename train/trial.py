@@ -147,6 +147,13 @@ def check_limits(model, settings: TrialSettings) -> tuple[int, float]:
     return params, compute
 
 
+def refuse_unfit(config: dict, settings: TrialSettings) -> None:
+    """Raise Rejected for a config whose model cannot be built or is over the budget: an engine calls it before
+    it announces a trial, so a refused config is never said to start. Building costs well under a second."""
+    cfg = resolve(config)
+    check_limits(build(cfg), own_settings(settings, cfg))
+
+
 def own_settings(settings: TrialSettings, cfg: dict) -> TrialSettings:
     """A config may ask for its own weights (`repeat` k: the k-th rerun of one config, on the same split) and
     a lower epoch cap (`max_epochs`): a grid repeats its cheap cells over seeds and caps its costly rows."""
