@@ -50,7 +50,12 @@ class TrialRunner:
             self.tracker.log_dataset(run_id, self.data)
             if on_start:
                 on_start(run_id)
-            refuse_unfit(config, settings)
+            try:
+                refuse_unfit(config, settings)
+            except Rejected:
+                raise
+            except Exception:  # not a refusal: the trial fails on it below, announced like any other
+                pass
             self.progress.trial_started(engine, number, config, (refs or {}).get("fkp_rung"))
             with tempfile.TemporaryDirectory(prefix="fkp-trial-") as out:
                 result = run_trial(config, self.data, settings, on_epoch=on_epoch, out_dir=out)

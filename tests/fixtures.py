@@ -42,3 +42,12 @@ def write_training_csv(path, n: int = 24, seed: int = 0, missing: float = 0.5, i
     else:
         path.write_text(text, newline="")
     return path
+
+
+def train_tiny_instead(monkeypatch, runner_mod, tiny: dict, wrap=None):
+    """Train `tiny` in place of every sampled config (cheap), and check that same config before the trial
+    starts (search/runner.py refuses configs it cannot build): the sampled config is never trained."""
+    real, check = runner_mod.run_trial, runner_mod.refuse_unfit
+    monkeypatch.setattr(runner_mod, "refuse_unfit", lambda config, *a, **k: check({**config, **tiny}, *a, **k))
+    train = lambda config, *a, **k: real({**config, **tiny}, *a, **k)  # noqa: E731
+    monkeypatch.setattr(runner_mod, "run_trial", wrap(train) if wrap else train)

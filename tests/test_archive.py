@@ -1,6 +1,7 @@
 """A study carried to another machine's stores resumes there, ranks the same and finalizes from it."""
 import gzip
 import json
+import os
 import subprocess
 import sys
 
@@ -30,20 +31,32 @@ def test_a_study_saved_here_and_loaded_elsewhere_ranks_the_same_and_resumes_with
     search_run.main(_search(data))
     here = optuna.load_study(study_name="t", storage=f"sqlite:///{tmp_path}/here/optuna.db")
     ranked = _ranked()
+    # a worker still training here when the study is saved: a trial and its MLflow run both RUNNING
+    from search.optuna_engine import HOST
+    live = here.ask()
+    live.set_user_attr("host", HOST)
+    live.set_user_attr("pid", os.getpid())
+    (parent,) = Tracker("cnn").searches("t")
+    live.set_user_attr("mlflow_run_id", Tracker("cnn").start_trial(parent.info.run_id, "t", "optuna", live.number, {}))
     file = tmp_path / "t.jsonl.gz"
     archive.main(["save", "--study", "t", str(file)])
 
     monkeypatch.setenv("FKP_STORE_DIR", str(tmp_path / "elsewhere"))
     archive.main(["load", str(file)])
     there = optuna.load_study(study_name="t", storage=f"sqlite:///{tmp_path}/elsewhere/optuna.db")
-    assert [(t.number, t.state, t.values, t.params) for t in there.trials] == \
-           [(t.number, t.state, t.values, t.params) for t in here.trials]
+    assert [(t.number, t.state, t.values, t.params) for t in there.trials[:-1]] == \
+           [(t.number, t.state, t.values, t.params) for t in here.trials[:-1]]
+    # no worker there will end the carried running trial: it lands failed as interrupted, to be run again
+    carried = there.trials[-1]
+    assert carried.state == optuna.trial.TrialState.FAIL and carried.user_attrs["interrupted"]
     assert {k: v for k, v in there.user_attrs.items()} == here.user_attrs  # the study's clock goes with it
     assert _ranked() == ranked and len(ranked) >= 1
     tracker = Tracker("cnn")
     runs = {r.info.run_id: r for r in tracker.trials(study="t")}
     (search,) = tracker.searches("t")
-    for t in there.trials:  # the trials point at the runs as they were made here, not at the old ids
+    assert runs[carried.user_attrs["mlflow_run_id"]].info.status == "FAILED"
+    assert sorted(r.info.status for r in runs.values()).count("RUNNING") == 0
+    for t in there.trials[:-1]:  # the trials point at the runs as they were made here, not at the old ids
         run = runs[t.user_attrs["mlflow_run_id"]]
         assert run.data.tags["optuna_trial_number"] == str(t.number)
         assert run.data.tags["mlflow.parentRunId"] == search.info.run_id
@@ -58,6 +71,8 @@ def test_a_study_saved_here_and_loaded_elsewhere_ranks_the_same_and_resumes_with
     search_run.main(_search(data))  # the same command on the new stores: nothing to train
     assert "already has 2 finished trials" in capsys.readouterr().out
     assert len(Tracker("cnn").trials(study="t")) == len(runs)
+    there = optuna.load_study(study_name="t", storage=f"sqlite:///{tmp_path}/elsewhere/optuna.db")
+    assert [t.user_attrs.get("retry_of") for t in there.trials if t.state.name == "WAITING"] == [carried.number]
 
 
 def test_loading_twice_or_a_file_that_is_no_archive_is_one_line_and_loads_nothing(tmp_path):

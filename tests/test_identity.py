@@ -14,7 +14,7 @@ from search import run as search_run
 from search.identity import StudyKey
 from search.keras_tuner_engine import KerasTunerEngine
 from search.optuna_engine import OptunaEngine
-from tests.fixtures import faces, write_training_csv
+from tests.fixtures import faces, train_tiny_instead, write_training_csv
 from tracking import leaderboard
 from tracking.mlflow_tracker import Tracker
 from train.data import FaceData
@@ -169,8 +169,7 @@ def test_a_pruned_trial_keeps_its_curve_in_mlflow(tmp_path):
 
 def test_a_config_proposed_twice_is_trained_and_listed_once(tmp_path, monkeypatch):
     import search.runner as runner_mod
-    real = runner_mod.run_trial
-    monkeypatch.setattr(runner_mod, "run_trial", lambda config, *a, **k: real({**config, **TINY}, *a, **k))
+    train_tiny_instead(monkeypatch, runner_mod, TINY)
     data = write_training_csv(tmp_path / "a.csv", n=24)
     engine = OptunaEngine("random", warm_start=False)
     study = engine.open_study("twice", spaces.get("cnn"), 0)

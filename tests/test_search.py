@@ -11,7 +11,7 @@ import spaces
 from search import run as search_run
 from search.adapters import KerasTunerSuggest, OptunaSuggest
 from spaces.base import Categorical, Fixed, Float, Int, sample
-from tests.fixtures import write_training_csv
+from tests.fixtures import train_tiny_instead, write_training_csv
 from tracking.mlflow_tracker import Tracker
 
 TINY = {"blocks": 2, "filters_1": 8, "filters_2": 8, "dense_units": 0, "augment": "none"}
@@ -107,15 +107,16 @@ def test_a_refused_config_is_never_announced_as_starting_and_does_not_count(tiny
 def test_optuna_survives_a_raising_trial(tiny, monkeypatch):
     import search.runner as runner_mod
     calls = {"n": 0}
-    real = runner_mod.run_trial
 
-    def flaky(config, *a, **k):
-        calls["n"] += 1
-        if calls["n"] == 1:
-            raise MemoryError("out of memory (simulated)")
-        return real({**config, **TINY}, *a, **k)
+    def flaky(train):
+        def once_out_of_memory(*a, **k):
+            calls["n"] += 1
+            if calls["n"] == 1:
+                raise MemoryError("out of memory (simulated)")
+            return train(*a, **k)
+        return once_out_of_memory
 
-    monkeypatch.setattr(runner_mod, "run_trial", flaky)
+    train_tiny_instead(monkeypatch, runner_mod, TINY, wrap=flaky)
     search_run.main(_args(tiny[0], "--engine", "optuna", "--sampler", "random"))
     study = optuna.load_study(study_name="t", storage="sqlite:///mlruns/optuna.db")
     states = sorted(t.state.name for t in study.trials)
@@ -127,8 +128,7 @@ def test_optuna_survives_a_raising_trial(tiny, monkeypatch):
 def test_a_trial_left_running_by_a_killed_process_is_failed_and_rerun(tiny, monkeypatch):
     import search.runner as runner_mod
     from search.optuna_engine import HOST, recover
-    real = runner_mod.run_trial
-    monkeypatch.setattr(runner_mod, "run_trial", lambda config, *a, **k: real({**config, **TINY}, *a, **k))
+    train_tiny_instead(monkeypatch, runner_mod, TINY)
     from tracking import stores
     study = optuna.create_study(study_name="t", storage=stores.optuna_url())
     dead = study.ask({"blocks": optuna.distributions.IntDistribution(3, 5)})
@@ -201,8 +201,7 @@ def test_conditional_parameters_exist_only_when_their_parent_allows():
 
 def test_a_resumed_study_does_not_replay_the_samplers_first_draws(tiny, monkeypatch, capsys):
     import search.runner as runner_mod
-    real = runner_mod.run_trial
-    monkeypatch.setattr(runner_mod, "run_trial", lambda config, *a, **k: real({**config, **TINY}, *a, **k))
+    train_tiny_instead(monkeypatch, runner_mod, TINY)
     search_run.main(_args(tiny[0], "--engine", "optuna", "--sampler", "random", "--trials", "1"))
     capsys.readouterr()
     search_run.main(_args(tiny[0], "--engine", "optuna", "--sampler", "random", "--trials", "2"))

@@ -148,10 +148,11 @@ def check_limits(model, settings: TrialSettings) -> tuple[int, float]:
 
 
 def refuse_unfit(config: dict, settings: TrialSettings) -> None:
-    """Raise Rejected for a config whose model cannot be built or is over the budget: an engine calls it before
-    it announces a trial, so a refused config is never said to start. Building costs well under a second."""
+    """Raise Rejected for a config whose model is impossible or over the budget: an engine calls it before it
+    announces a trial, so a refused config is never said to start. Built without pretrained weights, which
+    change neither its size nor its compute, so a transfer model's weights are not loaded twice."""
     cfg = resolve(config)
-    check_limits(build(cfg), own_settings(settings, cfg))
+    check_limits(build({**cfg, "weights": None} if "weights" in cfg else cfg), own_settings(settings, cfg))
 
 
 def own_settings(settings: TrialSettings, cfg: dict) -> TrialSettings:
