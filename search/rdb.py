@@ -50,7 +50,9 @@ def open_rdb(url: str):
             storage = _retrying_rdb_class()(
                 url, heartbeat_interval=seconds("FKP_HEARTBEAT_S", 30), grace_period=seconds("FKP_GRACE_S", 120),
                 heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=2),
-                engine_kwargs={"pool_pre_ping": True})
+                # SQLite: two workers on one file wait for each other's write lock (Python's default is 5 s)
+                engine_kwargs={"pool_pre_ping": True, **({"connect_args": {"timeout": 60}} if url.startswith("sqlite")
+                                                         else {})})
             break
         except (IntegrityError, ProgrammingError, OperationalError, StorageInternalError) as exc:
             # Workers started together on an empty database race to create Optuna's tables (PostgreSQL:

@@ -30,8 +30,22 @@ def _args(servers, data, study, trials=2, epochs=1, *extra):
             "--storage", servers.storage, "--tracking-uri", servers.tracking_uri, *extra]
 
 
+_STORAGES: dict = {}
+
+
+def _storage(servers):
+    """One storage per server for the test's own reads. A new RDBStorage per poll (wait_for polls every 0.2 s)
+    kept its pooled connections open until a full garbage collection, so PostgreSQL's 100 could run out
+    mid-test ("too many clients", raised as StorageInternalError); and a plain one fails on a read made while
+    the database restarts, where open_rdb waits, as a worker does."""
+    from search.rdb import open_rdb
+    if servers.storage not in _STORAGES:
+        _STORAGES[servers.storage] = open_rdb(servers.storage)
+    return _STORAGES[servers.storage]
+
+
 def _study(servers, name):
-    return optuna.load_study(study_name=name, storage=servers.storage)
+    return optuna.load_study(study_name=name, storage=_storage(servers))
 
 
 def _trials(servers, name, *states):
@@ -179,7 +193,7 @@ def test_a_worker_killed_mid_trial_is_failed_by_its_heartbeat_and_rerun(servers,
     victim = _study(servers, study).trials[victim.number]
     assert victim.state == TrialState.RUNNING, "the trial ended before the kill: nothing was tested"
     # As if the worker ran on another machine: only the heartbeat can tell it is gone.
-    optuna.storages.RDBStorage(servers.storage).set_trial_user_attr(victim._trial_id, "host", "another-machine")
+    _storage(servers).set_trial_user_attr(victim._trial_id, "host", "another-machine")
     monkeypatch.setenv("FKP_HEARTBEAT_S", "1")
     monkeypatch.setenv("FKP_GRACE_S", "2")
     time.sleep(3)  # past the grace period since its last heartbeat
