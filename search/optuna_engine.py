@@ -14,7 +14,7 @@ from spaces.base import sample, warm_starts
 from tracking import stores
 from tracking.liveness import HOST, dead_here
 from train.errors import UserError
-from train.trial import Pruned, Rejected
+from train.trial import Pruned, Rejected, TooSlow
 
 OBJECTIVE_METRICS = {"rmse": "rmse", "latency": "latency_ms", "params": "params", "size": "size_mb",
                      "inference": "inference_s_per_100"}
@@ -178,6 +178,7 @@ class OptunaEngine(Engine):
     def __init__(self, sampler="tpe", pruner="asha", storage=None, objectives=("rmse",), warm_start=True,
                  rungs: str | None = None):
         self.pruner_name, self.warm_start, self.rungs_text = pruner, warm_start, rungs
+        self.trial_share = 0.0  # --max-trial-share (from_args); 0: any config may take any time
         if rungs is not None and pruner not in RUNG_PRUNERS:
             raise UserError(f"--rungs {rungs} needs a pruner that trains rungs ({', '.join(sorted(RUNG_PRUNERS))}), "
                             f"not --pruner {pruner}")
@@ -197,6 +198,10 @@ class OptunaEngine(Engine):
         engine = cls(args.sampler, args.pruner, args.storage, args.objectives.split(","), not args.no_presets,
                      args.rungs)
         engine.rungs_for(args.epochs)  # a rung over the budget is refused before any data is read
+        share = args.max_trial_share
+        if not 0 <= share <= 1:
+            raise UserError(f"--max-trial-share {share:g}: expected a share of the time budget from 0 (off) to 1")
+        engine.trial_share = share
         return engine
 
     def rungs_for(self, epochs: int) -> list[int]:
@@ -254,6 +259,8 @@ class OptunaEngine(Engine):
         # the time budget is the study's: every worker and every resume draw on one clock
         budget.clock = StudyClock(study, start=getattr(budget.clock, "started", None))
         rungs = self.rungs_for(epochs)
+        if self.trial_share and budget.timeout:
+            runner.max_epoch_s = budget.timeout * self.trial_share / epochs
         fail_stale(study)  # a dead worker's promotion is queued again before the check below
         for number in recover(study):
             print(f"[optuna] trial #{number} was cut off by a killed process: queued to run again", flush=True)
@@ -317,9 +324,12 @@ class OptunaEngine(Engine):
                     result = climb(trial, config, refs, on_start)
                 else:  # under rungs, per-epoch reports would be read as rung values: a warm start sets bars instead
                     result = runner("optuna", trial.number, config, report=bars if rungs else report, refs=refs,
-                                    on_start=on_start)
+                                    on_start=on_start, judge_speed=not trial.user_attrs.get("warm_start"))
             except Rejected as exc:
                 trial.set_user_attr("rejected", str(exc))
+                raise optuna.TrialPruned(str(exc)) from None
+            except TooSlow as exc:  # never promoted: it would be as slow at the next rung
+                trial.set_user_attr("too_slow", str(exc))
                 raise optuna.TrialPruned(str(exc)) from None
             except Pruned as exc:
                 raise optuna.TrialPruned(str(exc)) from None

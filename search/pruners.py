@@ -101,7 +101,7 @@ def promotions(study, rungs, eta: int = ETA, last: bool = False) -> list[tuple[o
     for t in trials:
         attrs = t.user_attrs
         if (t.state != TrialState.PRUNED or t.number in sent or "rejected" in attrs or "duplicate_of" in attrs
-                or attrs.get("warm_start")):
+                or "too_slow" in attrs or attrs.get("warm_start")):
             continue
         done = [r for r in rungs if f"rung_{r}" in attrs]
         if not done:

@@ -3,9 +3,11 @@ from __future__ import annotations
 
 import dataclasses
 import tempfile
+import time
 
 from train.models import resolve
-from train.trial import Pruned, Rejected, StopTraining, TrialSettings, own_settings, refuse_unfit, run_trial
+from train.trial import (Pruned, Rejected, StopTraining, TooSlow, TrialSettings, own_settings, refuse_unfit,
+                         run_trial)
 
 
 class TrialRunner:
@@ -14,6 +16,9 @@ class TrialRunner:
         self.parent_id = parent_id  # the MLflow run of this (study, engine) search
         self.key = key  # the study's identity (search/identity.py): tagged on every trial run
         self.seconds_left = None  # the search's --timeout clock: a trial running at the end stops and is measured
+        # Seconds per epoch over which a config cannot afford its full budget (--max-trial-share): judged on its
+        # second epoch (the first also builds the graph), whichever rung it trains.
+        self.max_epoch_s: float | None = None
 
     @property
     def budget_key(self) -> dict:
@@ -22,8 +27,9 @@ class TrialRunner:
         return {"data_sha": getattr(self.data, "sha", None), **settings}
 
     def __call__(self, engine: str, number: int, config: dict, report=None, refs=None, on_start=None,
-                 epochs: int | None = None):
-        """Run one trial. `report(epoch, val_rmse)` may raise `Pruned`; `on_start(run_id)` links ids."""
+                 epochs: int | None = None, judge_speed: bool = True):
+        """Run one trial. `report(epoch, val_rmse)` may raise `Pruned`; `on_start(run_id)` links ids;
+        `judge_speed`: may stop as TooSlow (max_epoch_s)."""
         settings = dataclasses.replace(self.settings, epochs=epochs) if epochs else self.settings
         try:
             logged = resolve(config)  # every hyperparameter, presets' included, under one name
@@ -36,10 +42,20 @@ class TrialRunner:
                 "fkp_budget": "rung" if (refs or {}).get("fkp_rung") else "full", **(refs or {})}
         run_id = self.tracker.start_trial(self.parent_id, self.study, engine, number, logged, tags)
 
+        ended = []
+
         def on_epoch(epoch, logs):
             val = logs.get("val_rmse", float("nan"))
+            ended.append(time.perf_counter())
             self.tracker.log_epoch(run_id, epoch, logs)
             self.progress.epoch(epoch, capped.epochs, val)
+            if judge_speed and self.max_epoch_s and epoch == 1 and epoch + 1 < capped.epochs and \
+                    (took := ended[1] - ended[0]) > self.max_epoch_s:
+                self.tracker.client.set_tag(run_id, "too_slow_s_per_epoch", f"{took:.1f}")
+                full = took * self.settings.epochs / 60
+                raise TooSlow(f"too slow for the time budget: {took:.0f} s/epoch, about {full:.0f} min for the full "
+                              f"{self.settings.epochs} epochs (the limit is {self.max_epoch_s:.0f} s/epoch, "
+                              "--max-trial-share)")
             if report:
                 report(epoch, val)
             if self.seconds_left is not None and self.seconds_left() <= 0 and epoch + 1 < capped.epochs:
@@ -66,7 +82,7 @@ class TrialRunner:
             raise
         except Pruned as exc:
             self.tracker.end_trial(run_id, "pruned", error=str(exc) or "pruned")
-            self.progress.trial_ended("pruned")
+            self.progress.trial_ended(f"stopped, {exc}" if isinstance(exc, TooSlow) else "pruned")
             raise
         except KeyboardInterrupt:
             self.tracker.end_trial(run_id, "killed", error="interrupted by the user")

@@ -110,6 +110,45 @@ def test_a_config_stopped_for_want_of_rivals_is_promoted_once_it_ranks_in_the_be
     assert nan not in [t.number for t, _ in promotions(study, [3, 10])]
 
 
+def test_a_config_stopped_as_too_slow_is_never_promoted_though_its_rung_value_ranks():
+    for too_slow in (False, True):
+        study = optuna.create_study(pruner=RungPruner([3, 10]))
+        slow = _trial_at(study, {3: 1.0})  # the best at rung 3, then stopped in rung 10 (for its speed, or not)
+        if too_slow:
+            slow.set_user_attr("too_slow", "too slow for the time budget")
+        study.tell(slow, state=optuna.trial.TrialState.PRUNED)
+        for v in (2.0, 3.0):
+            _stopped(study, {3: v})
+        # its value still ranks the others (a real measurement): none of them is in the best third
+        assert [t.number for t, _ in promotions(study, [3, 10])] == ([] if too_slow else [slow.number])
+
+
+def test_a_config_too_slow_for_its_share_of_the_time_budget_stops_at_its_second_epoch_and_a_warm_start_does_not(
+        tmp_path, capsys):
+    data = write_training_csv(tmp_path / "d.csv", n=30)
+    # a share this small makes every config too slow: a limit of well under a millisecond per epoch
+    flags = ["--space", "cnn", "--engine", "optuna", "--epochs", "3", "--split", "random", "--data", str(data),
+             "--timeout", "3600", "--max-trial-share", "0.0000001", "--max-params", "0", "--pruner", "none"]
+    search_run.main([*flags, "--trials", "2", "--no-presets", "--study-name", "slow"])
+    out = capsys.readouterr().out
+    study = optuna.load_study(study_name="slow", storage=f"sqlite:///{tmp_path}/mlruns/optuna.db")
+    trained = [t for t in study.trials if "rejected" not in t.user_attrs]
+    assert len(trained) == 2 and all(t.state.name == "PRUNED" and "too_slow" in t.user_attrs for t in trained)
+    assert out.count("stopped, too slow for the time budget") == 2
+    tracker = Tracker("cnn")
+    for run in tracker.trials(study="slow"):
+        if run.data.tags["fkp_status"] == "rejected":
+            continue
+        assert run.data.tags["fkp_status"] == "pruned" and float(run.data.tags["too_slow_s_per_epoch"]) > 0
+        assert [m.step for m in tracker.client.get_metric_history(run.info.run_id, "val_rmse")] == [0, 1]
+    search_run.main([*flags, "--trials", "1", "--study-name", "warm"])  # the first warm start: a preset, exempt
+    warm = optuna.load_study(study_name="warm", storage=f"sqlite:///{tmp_path}/mlruns/optuna.db").trials[0]
+    assert warm.user_attrs["warm_start"] and warm.state.name == "COMPLETE" and "too_slow" not in warm.user_attrs
+    with pytest.raises(SystemExit) as exit_:
+        search_run.main([*flags, "--max-trial-share", "1.5", "--study-name", "bad"])
+    assert exit_.value.code == 2 and "--max-trial-share 1.5" in capsys.readouterr().err
+
+
 def test_promotion_beats_a_preset_bar_without_rivals_and_comes_back_if_it_never_trained():
     study = optuna.create_study(pruner=RungPruner([3, 10]))
     early = _stopped(study, {3: 2.0})  # stopped before the preset set its bar

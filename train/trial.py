@@ -34,6 +34,11 @@ class TrialFailed(RuntimeError):
     """The configuration trained but produced no usable model (e.g. the loss became NaN)."""
 
 
+class TooSlow(Pruned):
+    """A config whose measured speed would spend more of the search's time budget than one trial may
+    (--max-trial-share): stopped, and never promoted."""
+
+
 class StopTraining(Exception):
     """Raised by an epoch hook to end training now and measure the model as it is (e.g. --timeout)."""
 
