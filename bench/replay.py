@@ -22,21 +22,28 @@ import numpy as np
 from train.errors import UserError, cli
 
 HERE = Path(__file__).resolve().parent
-# "sampler+pruner", each from search/samplers.py and search/pruners.py; a bare sampler means no pruning
-DEFAULT_STRATEGIES = ("random", "tpe-plain+hyperband", "tpe+asha", "random+asha", "prior+asha")
-LABELS = {"random": "random search", "tpe-plain+hyperband": "old default", "tpe+asha": "new default"}
+# "sampler+pruner[@share]", each from search/samplers.py and search/pruners.py; a bare sampler means no pruning;
+# @share: search.run's --max-trial-share (a config too slow for that share of the budget stops at its 2nd epoch)
+DEFAULT_STRATEGIES = ("random", "tpe-plain+hyperband", "tpe+asha@0.5", "tpe+asha@0.25", "random+asha@0.5",
+                      "random+asha@0.25", "prior+asha@0.5")
+LABELS = {"random": "random search", "tpe-plain+hyperband": "old default", "tpe+asha@0.5": "new default"}
 MARKS = (900, 1800, 3600, 7200)
 
 
-def parse_strategy(name: str) -> tuple[str, str]:
+def parse_strategy(name: str) -> tuple[str, str, float]:
     from search.pruners import PRUNERS
     from search.samplers import SAMPLERS
-    sampler, _, pruner = name.partition("+")
+    rest, _, share = name.partition("@")
+    sampler, _, pruner = rest.partition("+")
     pruner = pruner or "none"
-    if sampler not in SAMPLERS or pruner not in PRUNERS:
-        raise UserError(f"strategy {name!r}: expected SAMPLER[+PRUNER] with a sampler from {', '.join(SAMPLERS)} "
-                        f"and a pruner from {', '.join(PRUNERS)}")
-    return sampler, pruner
+    try:
+        share_value = float(share) if share else 0.0
+    except ValueError:
+        share_value = -1.0
+    if sampler not in SAMPLERS or pruner not in PRUNERS or not 0 <= share_value <= 1:
+        raise UserError(f"strategy {name!r}: expected SAMPLER[+PRUNER][@SHARE] with a sampler from "
+                        f"{', '.join(SAMPLERS)}, a pruner from {', '.join(PRUNERS)} and a share from 0 to 1")
+    return sampler, pruner, share_value
 
 
 @dataclass
@@ -58,8 +65,13 @@ def simulate(bb, strategy: str, seed: int, budget_s: float, presets: bool = Fals
     from search.samplers import make_sampler
     from spaces.base import sample
     optuna.logging.set_verbosity(optuna.logging.ERROR)
-    sampler_name, pruner_name = parse_strategy(strategy)
+    sampler_name, pruner_name, share = parse_strategy(strategy)
     full, rungs = bb.budgets[-1], bb.budgets[:-1]
+    limit = budget_s * share / full if share else None  # s/epoch, as search/runner.py's max_epoch_s
+
+    def too_slow(run) -> bool:
+        """As the engine: judged on the second epoch of a run that has more to go; a warm start is exempt."""
+        return limit is not None and len(run.epoch_s) > 2 and run.epoch_s[1] > limit
     starts = warm_starts(bb.space) if presets else []
     # named, because Hyperband puts a trial in a bracket by a hash of the study's name: an unnamed study gets a
     # random one, and the same replay command gave another result each run
@@ -88,6 +100,11 @@ def simulate(bb, strategy: str, seed: int, budget_s: float, presets: bool = Fals
                     trial.set_user_attr(f"rung_{rung}", runs[rung].final_val)
                     trial.report(runs[rung].final_val, rung)
                     continue
+                if runs[rung].status != "failed" and too_slow(runs[rung]):
+                    clock += runs[rung].overhead_s + sum(runs[rung].epoch_s[:2])
+                    trial.set_user_attr("too_slow", True)  # never promoted (search/pruners.py)
+                    state = TrialState.PRUNED
+                    break
                 clock += runs[rung].wall_s
                 if runs[rung].status == "failed":
                     state = TrialState.FAIL
@@ -98,6 +115,10 @@ def simulate(bb, strategy: str, seed: int, budget_s: float, presets: bool = Fals
                     state = TrialState.PRUNED
                     break
         run = runs[full]
+        if state == TrialState.COMPLETE and not warm and run.status != "failed" and too_slow(run):
+            clock += run.overhead_s + sum(run.epoch_s[:2])
+            trial.set_user_attr("too_slow", True)
+            state = TrialState.PRUNED
         if state == TrialState.COMPLETE and run.status == "failed":
             clock, state = clock + run.wall_s, TrialState.FAIL
         elif state == TrialState.COMPLETE and by_rung:

@@ -264,6 +264,21 @@ def test_replay_picks_on_validation_reports_test_and_keeps_its_clock(tmp_path):
     assert asha.trials > len(asha.events)
 
 
+def test_a_replayed_config_too_slow_for_its_share_stops_after_two_epochs_as_the_engine_does(tmp_path):
+    rows = _pool()
+    slow = next(r for r in rows if r["config_id"] == "c3" and r["budget"] == 3)  # the pool's best config
+    slow.update(epoch_s=[1.0, 10.0, 10.0], wall_s=23.0)
+    meta, rows = curves.read(_table(tmp_path, rows))
+    bb = Blackbox(spaces.get("cnn"), meta, rows, "t.jsonl")
+    plain = replay.simulate(bb, "random", 0, budget_s=100.0)
+    cut = replay.simulate(bb, "random@0.25", 0, budget_s=100.0)  # 100 s x 0.25 / 3 epochs: 8.3 s/epoch at most
+    assert "c3" in [e[3] for e in plain.events]
+    assert "c3" in cut.configs and "c3" not in [e[3] for e in cut.events]
+    assert cut.trials > plain.trials  # each cut costs its first 2 epochs and the overhead: 13 s, not 23 s
+    with pytest.raises(UserError, match="strategy 'tpe@2'"):
+        replay.parse_strategy("tpe@2")
+
+
 def test_a_replayed_warm_start_skips_the_rungs_and_sets_their_bars_as_the_engine_does(tmp_path):
     space = spaces.get("cnn")
     preset = warm_starts(space)[0]
