@@ -188,6 +188,11 @@ def main(argv=None) -> None:
     parser.add_argument("--storage", help="Optuna storage URL (default: sqlite under mlruns/)")
     parser.add_argument("--tracking-uri", help="MLflow tracking URI (default: sqlite under mlruns/)")
     args = parser.parse_args(argv)
+    import os
+
+    import optuna
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # not "A new study created in Journal" for each copy
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # not a bar per config.json
     if args.action == "save":
         if not args.study:
             raise UserError("save needs --study NAME")
