@@ -6,7 +6,7 @@ real search; the backend, instead of training, looks the config up in a learning
 that training really took. So strategies are compared over many paired seeds in minutes of CPU.
 
     python -m bench.replay --seeds 20 --budget 7200
-    python -m bench.replay --study NAME --strategies tpe+asha,random+none   # your own study's curves
+    python -m bench.replay --study NAME --strategies tpe+asha@0.25,random+none   # your own study's curves
 """
 from __future__ import annotations
 
@@ -24,9 +24,9 @@ from train.errors import UserError, cli
 HERE = Path(__file__).resolve().parent
 # "sampler+pruner[@share]", each from search/samplers.py and search/pruners.py; a bare sampler means no pruning;
 # @share: search.run's --max-trial-share (a config too slow for that share of the budget stops at its 2nd epoch)
-DEFAULT_STRATEGIES = ("random", "tpe-plain+hyperband", "tpe+asha@0.5", "tpe+asha@0.25", "random+asha@0.5",
-                      "random+asha@0.25", "prior+asha@0.5")
-LABELS = {"random": "random search", "tpe-plain+hyperband": "old default", "tpe+asha@0.5": "new default"}
+DEFAULT_STRATEGIES = ("random", "tpe-plain+hyperband", "tpe+asha@0.25", "tpe+asha", "random+asha@0.25",
+                      "prior+asha@0.25")
+LABELS = {"random": "random search", "tpe-plain+hyperband": "old default", "tpe+asha@0.25": "new default"}
 MARKS = (900, 1800, 3600, 7200)
 
 
@@ -69,9 +69,15 @@ def simulate(bb, strategy: str, seed: int, budget_s: float, presets: bool = Fals
     full, rungs = bb.budgets[-1], bb.budgets[:-1]
     limit = budget_s * share / full if share else None  # s/epoch, as search/runner.py's max_epoch_s
 
-    def too_slow(run) -> bool:
-        """As the engine: judged on the second epoch of a run that has more to go; a warm start is exempt."""
-        return limit is not None and len(run.epoch_s) > 2 and run.epoch_s[1] > limit
+    def too_slow(run, epochs: int) -> bool:
+        """As search/runner.py: at the end of the third epoch of a run planned longer, on the faster of its second
+        and third; the engine asks only in a config's first run over 3 epochs, never for a warm start."""
+        return (limit is not None and run.status != "failed" and epochs > 3 and len(run.epoch_s) >= 3
+                and min(run.epoch_s[1:3]) > limit)
+
+    def cut(trial, run) -> float:
+        trial.set_user_attr("too_slow", True)  # never promoted (search/pruners.py)
+        return run.overhead_s + sum(run.epoch_s[:3])
     starts = warm_starts(bb.space) if presets else []
     # named, because Hyperband puts a trial in a bracket by a hash of the study's name: an unnamed study gets a
     # random one, and the same replay command gave another result each run
@@ -95,16 +101,17 @@ def simulate(bb, strategy: str, seed: int, budget_s: float, presets: bool = Fals
                     trial.set_user_attr(f"bar_{rung}", float(runs[full].val_rmse[rung - 1]))
         elif by_rung:
             carried = trial.user_attrs.get("promoted_at", 0)  # a promotion goes on past the rung it stopped at
+            judge = not carried  # as search/optuna_engine.py's climb: speed is judged once per config
             for rung in rungs:
                 if rung <= carried:
                     trial.set_user_attr(f"rung_{rung}", runs[rung].final_val)
                     trial.report(runs[rung].final_val, rung)
                     continue
-                if runs[rung].status != "failed" and too_slow(runs[rung]):
-                    clock += runs[rung].overhead_s + sum(runs[rung].epoch_s[:2])
-                    trial.set_user_attr("too_slow", True)  # never promoted (search/pruners.py)
+                if judge and too_slow(runs[rung], rung):
+                    clock += cut(trial, runs[rung])
                     state = TrialState.PRUNED
                     break
+                judge = judge and rung <= 3
                 clock += runs[rung].wall_s
                 if runs[rung].status == "failed":
                     state = TrialState.FAIL
@@ -114,20 +121,24 @@ def simulate(bb, strategy: str, seed: int, budget_s: float, presets: bool = Fals
                 if trial.should_prune():
                     state = TrialState.PRUNED
                     break
+            if state == TrialState.COMPLETE and judge and too_slow(runs[full], full):
+                clock += cut(trial, runs[full])
+                state = TrialState.PRUNED
         run = runs[full]
-        if state == TrialState.COMPLETE and not warm and run.status != "failed" and too_slow(run):
-            clock += run.overhead_s + sum(run.epoch_s[:2])
-            trial.set_user_attr("too_slow", True)
-            state = TrialState.PRUNED
         if state == TrialState.COMPLETE and run.status == "failed":
             clock, state = clock + run.wall_s, TrialState.FAIL
         elif state == TrialState.COMPLETE and by_rung:
             clock += run.wall_s
         elif state == TrialState.COMPLETE:
+            slow = not warm and too_slow(run, full)
             for epoch, (val, seconds) in enumerate(zip(run.val_rmse, run.epoch_s)):
                 clock += seconds
                 trial.report(val, epoch)
                 if pruner_name != "none" and epoch + 1 < len(run.val_rmse) and trial.should_prune():
+                    state = TrialState.PRUNED
+                    break
+                if slow and epoch == 2:  # after the epoch's report, as the engine's epoch hook
+                    trial.set_user_attr("too_slow", True)
                     state = TrialState.PRUNED
                     break
             clock += run.overhead_s  # build and data; a pruned run is not measured, so this slightly favours none

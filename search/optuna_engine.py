@@ -213,6 +213,7 @@ class OptunaEngine(Engine):
     def describe(self) -> dict:
         from search.rdb import redact  # the run's params are readable by anyone who can see the UI
         return {"sampler": self.sampler_name, "pruner": self.pruner_name, "storage": redact(self.storage_url),
+                "max_trial_share": self.trial_share,
                 "objectives": ",".join(self.objectives), **({"rungs": self.rungs_text} if self.rungs_text else {})}
 
     def open_study(self, study_name: str, space, seed: int, epochs: int = 5, key=None):
@@ -348,6 +349,9 @@ class OptunaEngine(Engine):
         def climb(trial, config, refs, on_start):
             """Train at each rung with a schedule sized to it; go on only while the pruner promotes."""
             earlier = rungs_done(study, trial)
+            # Speed is judged once per config, in its first run long enough to tell (over 3 epochs): a config that
+            # passed, or a promotion or retry of one, is not cut later by one slow epoch after rungs it paid for.
+            judge = not earlier and "promoted_from" not in trial.user_attrs
             for rung in rungs:
                 if rung not in earlier and budget.expired():  # a rung begun now would be cut short and misread
                     raise Pruned(f"the study's time budget ran out before rung {rung}/{epochs}")
@@ -355,7 +359,8 @@ class OptunaEngine(Engine):
                     value = earlier[rung]
                 else:
                     value = runner("optuna", trial.number, config, refs={**refs, "fkp_rung": f"{rung}/{epochs}"},
-                                   on_start=on_start, epochs=rung).metrics["rmse"]
+                                   on_start=on_start, epochs=rung, judge_speed=judge).metrics["rmse"]
+                    judge = judge and rung <= 3
                 trial.set_user_attr(f"rung_{rung}", value)
                 trial.report(value, rung)
                 if trial.should_prune():
@@ -364,7 +369,7 @@ class OptunaEngine(Engine):
                                  "third there yet; promoted later if it ranks there once more configs arrive")
             if budget.expired():
                 raise Pruned(f"the study's time budget ran out before the full {epochs} epochs")
-            return runner("optuna", trial.number, config, refs=refs, on_start=on_start)
+            return runner("optuna", trial.number, config, refs=refs, on_start=on_start, judge_speed=judge)
 
         def stop_at_budget(study, _trial):
             promote(study, budget)

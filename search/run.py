@@ -44,10 +44,11 @@ def parse(argv):
     ap.add_argument("--timeout", type=float, default=None,
                     help="seconds for the whole search; a trial running then stops training and is measured "
                          "(default: none)")
-    ap.add_argument("--max-trial-share", type=float, default=0.5,
-                    help="with --timeout (Optuna): stop a config, after its second epoch, whose full --epochs "
-                         "would take more than this share of the time budget at its measured speed; warm starts "
-                         "are exempt; 0 = off (default: 0.5, no config may take half the search)")
+    ap.add_argument("--max-trial-share", type=float, default=0.25,
+                    help="with --timeout (Optuna): stop a sampled config whose full --epochs would take more than "
+                         "this share of the time budget, judged once per config at the third epoch of its first "
+                         "run of more than 3 epochs (on the faster of its 2nd and 3rd); warm starts are exempt; "
+                         "0 = off (default: 0.25, so a search affords at least 4 full trials)")
     ap.add_argument("--study-name", default=None,
                     help="default: the space name and a digest of the data, split and budget")
     ap.add_argument("--max-params", type=int, default=None,

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import dataclasses
 import tempfile
-import time
 
 from train.models import resolve
 from train.trial import (Pruned, Rejected, StopTraining, TooSlow, TrialSettings, own_settings, refuse_unfit,
@@ -16,8 +15,9 @@ class TrialRunner:
         self.parent_id = parent_id  # the MLflow run of this (study, engine) search
         self.key = key  # the study's identity (search/identity.py): tagged on every trial run
         self.seconds_left = None  # the search's --timeout clock: a trial running at the end stops and is measured
-        # Seconds per epoch over which a config cannot afford its full budget (--max-trial-share): judged on its
-        # second epoch (the first also builds the graph), whichever rung it trains.
+        # Seconds per epoch over which a config cannot afford its full budget (--max-trial-share): judged at the end
+        # of a run's third epoch on the faster of its second and third (the first also builds the graph, and one
+        # epoch alone is noisy), in the first run of the config long enough to tell (the engine says which).
         self.max_epoch_s: float | None = None
 
     @property
@@ -42,22 +42,22 @@ class TrialRunner:
                 "fkp_budget": "rung" if (refs or {}).get("fkp_rung") else "full", **(refs or {})}
         run_id = self.tracker.start_trial(self.parent_id, self.study, engine, number, logged, tags)
 
-        ended = []
+        spent = []
 
         def on_epoch(epoch, logs):
             val = logs.get("val_rmse", float("nan"))
-            ended.append(time.perf_counter())
+            spent.append(logs.get("epoch_s", float("nan")))
             self.tracker.log_epoch(run_id, epoch, logs)
             self.progress.epoch(epoch, capped.epochs, val)
-            if judge_speed and self.max_epoch_s and epoch == 1 and epoch + 1 < capped.epochs and \
-                    (took := ended[1] - ended[0]) > self.max_epoch_s:
+            if report:
+                report(epoch, val)
+            if judge_speed and self.max_epoch_s and epoch == 2 and epoch + 1 < capped.epochs and \
+                    (took := min(spent[1:3])) > self.max_epoch_s:
                 self.tracker.client.set_tag(run_id, "too_slow_s_per_epoch", f"{took:.1f}")
                 full = took * self.settings.epochs / 60
                 raise TooSlow(f"too slow for the time budget: {took:.0f} s/epoch, about {full:.0f} min for the full "
                               f"{self.settings.epochs} epochs (the limit is {self.max_epoch_s:.0f} s/epoch, "
                               "--max-trial-share)")
-            if report:
-                report(epoch, val)
             if self.seconds_left is not None and self.seconds_left() <= 0 and epoch + 1 < capped.epochs:
                 self.tracker.client.set_tag(run_id, "stopped_by_timeout", str(epoch + 1))
                 raise StopTraining()

@@ -123,11 +123,11 @@ def test_a_config_stopped_as_too_slow_is_never_promoted_though_its_rung_value_ra
         assert [t.number for t, _ in promotions(study, [3, 10])] == ([] if too_slow else [slow.number])
 
 
-def test_a_config_too_slow_for_its_share_of_the_time_budget_stops_at_its_second_epoch_and_a_warm_start_does_not(
+def test_a_config_too_slow_for_its_share_of_the_time_budget_stops_at_its_third_epoch_and_a_warm_start_does_not(
         tmp_path, capsys):
     data = write_training_csv(tmp_path / "d.csv", n=30)
     # a share this small makes every config too slow: a limit of well under a millisecond per epoch
-    flags = ["--space", "cnn", "--engine", "optuna", "--epochs", "3", "--split", "random", "--data", str(data),
+    flags = ["--space", "cnn", "--engine", "optuna", "--epochs", "4", "--split", "random", "--data", str(data),
              "--timeout", "3600", "--max-trial-share", "0.0000001", "--max-params", "0", "--pruner", "none"]
     search_run.main([*flags, "--trials", "2", "--no-presets", "--study-name", "slow"])
     out = capsys.readouterr().out
@@ -140,7 +140,7 @@ def test_a_config_too_slow_for_its_share_of_the_time_budget_stops_at_its_second_
         if run.data.tags["fkp_status"] == "rejected":
             continue
         assert run.data.tags["fkp_status"] == "pruned" and float(run.data.tags["too_slow_s_per_epoch"]) > 0
-        assert [m.step for m in tracker.client.get_metric_history(run.info.run_id, "val_rmse")] == [0, 1]
+        assert [m.step for m in tracker.client.get_metric_history(run.info.run_id, "val_rmse")] == [0, 1, 2]
     search_run.main([*flags, "--trials", "1", "--study-name", "warm"])  # the first warm start: a preset, exempt
     warm = optuna.load_study(study_name="warm", storage=f"sqlite:///{tmp_path}/mlruns/optuna.db").trials[0]
     assert warm.user_attrs["warm_start"] and warm.state.name == "COMPLETE" and "too_slow" not in warm.user_attrs
@@ -264,17 +264,21 @@ def test_replay_picks_on_validation_reports_test_and_keeps_its_clock(tmp_path):
     assert asha.trials > len(asha.events)
 
 
-def test_a_replayed_config_too_slow_for_its_share_stops_after_two_epochs_as_the_engine_does(tmp_path):
-    rows = _pool()
-    slow = next(r for r in rows if r["config_id"] == "c3" and r["budget"] == 3)  # the pool's best config
-    slow.update(epoch_s=[1.0, 10.0, 10.0], wall_s=23.0)
-    meta, rows = curves.read(_table(tmp_path, rows))
+def test_a_replayed_config_too_slow_for_its_share_stops_after_three_epochs_as_the_engine_does(tmp_path):
+    rows = []
+    for i, (blocks, lr) in enumerate([(3, 3e-4), (4, 1e-3), (5, 3e-3), (3, 1e-2)]):
+        config = {"model": "cnn", "blocks": blocks, "learning_rate": lr}
+        rows += [_row(f"c{i}", 1, 5.0 - i * 0.3, 0, config=config),
+                 _row(f"c{i}", 4, 3.0 - i * 0.2, 2.9 - i * 0.2, config=config)]
+    rows[-1].update(epoch_s=[1.0, 30.0, 32.0, 30.0], wall_s=95.0)  # the pool's best config, slow from epoch 2 on
+    meta, rows = curves.read(_table(tmp_path, rows, budgets=(1, 4)))
     bb = Blackbox(spaces.get("cnn"), meta, rows, "t.jsonl")
-    plain = replay.simulate(bb, "random", 0, budget_s=100.0)
-    cut = replay.simulate(bb, "random@0.25", 0, budget_s=100.0)  # 100 s x 0.25 / 3 epochs: 8.3 s/epoch at most
+    plain = replay.simulate(bb, "random", 0, budget_s=300.0)
+    cut = replay.simulate(bb, "random@0.25", 0, budget_s=300.0)  # 300 s x 0.25 / 4 epochs: 18.75 s/epoch at most
     assert "c3" in [e[3] for e in plain.events]
     assert "c3" in cut.configs and "c3" not in [e[3] for e in cut.events]
-    assert cut.trials > plain.trials  # each cut costs its first 2 epochs and the overhead: 13 s, not 23 s
+    assert cut.trials > plain.trials  # each cut costs 3 epochs and the overhead: 65 s, not 95 s
+    assert "c3" in [e[3] for e in replay.simulate(bb, "random@0.5", 0, budget_s=300.0).events]  # 37.5 s/epoch
     with pytest.raises(UserError, match="strategy 'tpe@2'"):
         replay.parse_strategy("tpe@2")
 

@@ -274,6 +274,7 @@ class _EpochHook(keras.callbacks.Callback):
                 self.history[key].append(float(logs[key]))
         if self.on_epoch is not None:
             try:
-                self.on_epoch(epoch, dict(logs))
+                # the epoch's own seconds, without what the hook does (tracking, storage): a speed limit reads it
+                self.on_epoch(epoch, {**logs, "epoch_s": self.epoch_s[-1]})
             except StopTraining:
                 self.model.stop_training = True
