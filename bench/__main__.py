@@ -145,7 +145,8 @@ def bench_pruning(data, seconds, epochs, seeds, store) -> dict:
             t0 = time.perf_counter()
             search_run.main(["--space", "cnn", "--engine", "optuna", "--trials", "1000", "--epochs", str(epochs),
                              "--timeout", str(seconds), "--data", data, "--study-name", study, "--pruner", pruner,
-                             "--seed", str(seed), "--no-presets"])
+                             "--seed", str(seed), "--no-presets",
+                             "--max-trial-share", "0"])  # the pruners alone, as these figures were measured
             runs = Tracker("cnn").trials(study=study)
             done = [r for r in runs if r.data.tags.get("fkp_status") == "finished"]
             best = min(done, key=lambda r: r.data.metrics["rmse"]) if done else None
