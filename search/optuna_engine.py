@@ -7,6 +7,7 @@ import warnings
 
 from search.adapters import OptunaSuggest
 from search.engine import Engine
+from search.progress import clock
 from search.pruners import RUNG_PRUNERS, RungPruner, make_pruner, parse_rungs, queue_promotions
 from search.samplers import SAMPLERS, make_sampler
 from search.study_clock import StudyClock
@@ -70,11 +71,23 @@ def finished(study) -> int:
                     or (t.state == TrialState.FAIL and "error" in t.user_attrs)))
 
 
-def promote(study, budget) -> list[int]:
-    """Queue ASHA's promotions (search/pruners.py) ahead of new configs: Optuna runs a waiting trial first."""
+def promote(study, budget, endgame_s: float | None = None) -> list[int]:
+    """Queue ASHA's promotions (search/pruners.py) ahead of new configs: Optuna runs a waiting trial first.
+    `endgame_s`: in the time budget's last `endgame_s` seconds (the longest a full run may take, by
+    --max-trial-share), a search with no full-budget model and none on its way sends the best config at its
+    highest rung on, rivals or not: else a 2-hour search of slow configs can end with nothing to export."""
     if not isinstance(study.pruner, RungPruner) or budget.expired():
         return []
     found = queue_promotions(study, last=finished(study) >= budget.trials)  # last: no new config will come
+    if not found and endgame_s and budget.timeout and budget.seconds_left() <= endgame_s:
+        from optuna.trial import TrialState
+        trials = study.get_trials(deepcopy=False)
+        if not any(t.state == TrialState.COMPLETE for t in trials) and not promotion_pending(trials):
+            found = queue_promotions(study, last=True, only_best=True)
+            for trial, rung in found:
+                print(f"[optuna] {clock(budget.seconds_left())} left and no full-budget model yet: trial "
+                      f"#{trial.number}, the best at rung {rung}, goes on", flush=True)
+            return [trial.number for trial, _ in found]
     for trial, rung in found:
         print(f"[optuna] trial #{trial.number} now ranks in the best third at rung {rung} "
               f"(val_rmse {trial.user_attrs[f'rung_{rung}']:.3f}): promoted, it trains the next budget", flush=True)
@@ -260,12 +273,13 @@ class OptunaEngine(Engine):
         # the time budget is the study's: every worker and every resume draw on one clock
         budget.clock = StudyClock(study, start=getattr(budget.clock, "started", None))
         rungs = self.rungs_for(epochs)
-        if self.trial_share and budget.timeout:
-            runner.max_epoch_s = budget.timeout * self.trial_share / epochs
+        endgame = budget.timeout * self.trial_share if self.trial_share and budget.timeout else None
+        if endgame:
+            runner.max_epoch_s = endgame / epochs
         fail_stale(study)  # a dead worker's promotion is queued again before the check below
         for number in recover(study):
             print(f"[optuna] trial #{number} was cut off by a killed process: queued to run again", flush=True)
-        promote(study, budget)  # a config the last process stopped, or the time budget cut, that now ranks
+        promote(study, budget, endgame)  # a config the last process stopped, or the time budget cut, that now ranks
         remaining = budget.trials - finished(study)
         if remaining <= 0 and not promotion_pending(study.get_trials(deepcopy=False), ("WAITING",)):
             print(f"[optuna] study {budget.study!r} already has {finished(study)} finished trials", flush=True)
@@ -372,7 +386,7 @@ class OptunaEngine(Engine):
             return runner("optuna", trial.number, config, refs=refs, on_start=on_start, judge_speed=judge)
 
         def stop_at_budget(study, _trial):
-            promote(study, budget)
+            promote(study, budget, endgame)
             trials = study.get_trials(deepcopy=False)
             if budget.expired():
                 study.stop()

@@ -113,10 +113,11 @@ def promotions(study, rungs, eta: int = ETA, last: bool = False) -> list[tuple[o
     return sorted(out, key=lambda p: (-p[1], p[0].user_attrs[f"rung_{p[1]}"]))  # highest rung first, as ASHA
 
 
-def queue_promotions(study, last: bool = False) -> list[tuple[object, int]]:
+def queue_promotions(study, last: bool = False, only_best: bool = False) -> list[tuple[object, int]]:
     """Queue each of `promotions` under the study's RungPruner as a new trial; Optuna runs a waiting trial
-    before it samples a new one. The search engine and the replay both promote through this."""
-    found = promotions(study, study.pruner.rungs, study.pruner.eta, last)
+    before it samples a new one. The search engine and the replay both promote through this. `only_best`: just
+    the best config at the highest rung (the end of a time budget with no full-budget model yet)."""
+    found = promotions(study, study.pruner.rungs, study.pruner.eta, last)[:1 if only_best else None]
     for trial, rung in found:
         study.enqueue_trial(trial.params, user_attrs={"promoted_from": trial.number, "promoted_at": rung},
                             skip_if_exists=False)

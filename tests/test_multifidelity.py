@@ -149,6 +149,34 @@ def test_a_config_too_slow_for_its_share_of_the_time_budget_stops_at_its_third_e
     assert exit_.value.code == 2 and "--max-trial-share 1.5" in capsys.readouterr().err
 
 
+def test_in_the_time_budgets_last_share_with_no_full_model_the_best_at_the_highest_rung_goes_on():
+    from search.engine import Budget
+    from search.optuna_engine import promote
+
+    class Clock:
+        used_s = 0.0
+
+        def used(self):
+            return self.used_s
+
+    budget = Budget(trials=500, timeout=7200, seed=0, study="s", clock=Clock())
+    study = optuna.create_study(pruner=RungPruner([3, 10]))
+    _stopped(study, {3: 2.0})
+    _stopped(study, {3: 1.0})
+    best = _trial_at(study, {3: 0.5, 10: 0.9})  # alone at rung 10: it waits there for rivals
+    assert best.should_prune()
+    study.tell(best, state=optuna.trial.TrialState.PRUNED)
+    for _ in range(2):
+        _stopped(study, {3: 3.0})
+    assert promote(study, budget, endgame_s=1800) == []  # 2 hours left: rivals may still come
+    budget.clock.used_s = 7200 - 1700  # the last quarter
+    assert promote(study, budget) == []  # no --max-trial-share, no endgame
+    assert promote(study, budget, endgame_s=1800) == [best.number]  # the highest rung's best, and only it
+    (queued,) = study.get_trials(states=(optuna.trial.TrialState.WAITING,))
+    assert queued.user_attrs == {"promoted_from": best.number, "promoted_at": 10}
+    assert promote(study, budget, endgame_s=1800) == []  # one on its way: not another
+
+
 def test_promotion_beats_a_preset_bar_without_rivals_and_comes_back_if_it_never_trained():
     study = optuna.create_study(pruner=RungPruner([3, 10]))
     early = _stopped(study, {3: 2.0})  # stopped before the preset set its bar
