@@ -60,6 +60,8 @@ class TrialRunner:
                               "--max-trial-share)")
             if self.seconds_left is not None and self.seconds_left() <= 0 and epoch + 1 < capped.epochs:
                 self.tracker.client.set_tag(run_id, "stopped_by_timeout", str(epoch + 1))
+                if (refs or {}).get("fkp_rung"):  # a rung cut short would be ranked as if it had ended its schedule
+                    raise Pruned(f"the time budget ran out in epoch {epoch + 1} of rung {refs['fkp_rung']}")
                 raise StopTraining()
 
         try:  # from here on, whatever happens closes the MLflow run with a status

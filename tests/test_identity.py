@@ -167,6 +167,25 @@ def test_a_pruned_trial_keeps_its_curve_in_mlflow(tmp_path):
     assert [m.step for m in tracker.client.get_metric_history(run.info.run_id, "val_rmse")] == [0, 1]
 
 
+def test_a_rung_run_cut_by_the_time_budget_is_pruned_not_measured_as_if_its_schedule_had_ended(tmp_path):
+    from search.identity import StudyKey
+    from search.progress import Progress
+    from search.runner import TrialRunner
+    from train import data as data_mod
+    from train.trial import Pruned, TrialSettings
+    data = data_mod.load(write_training_csv(tmp_path / "a.csv", n=24))
+    settings = TrialSettings(epochs=3, split="random")
+    tracker = Tracker("cnn")
+    parent = tracker.open_search("s", "optuna", {})
+    runner = TrialRunner(data, settings, tracker, Progress(1, 3), "s", parent, StudyKey.of(data, settings))
+    runner.seconds_left = lambda: 0.0  # the clock runs out in the first epoch
+    with pytest.raises(Pruned, match="time budget ran out in epoch 1 of rung 3/6"):
+        runner("optuna", 0, TINY, refs={"fkp_rung": "3/6"}, epochs=3)
+    (run,) = tracker.trials()
+    assert run.data.tags["fkp_status"] == "pruned" and run.data.tags["stopped_by_timeout"] == "1"
+    assert "rmse" not in run.data.metrics  # no rung value to rank
+
+
 def test_a_config_proposed_twice_is_trained_and_listed_once(tmp_path, monkeypatch):
     import search.runner as runner_mod
     train_tiny_instead(monkeypatch, runner_mod, TINY)
