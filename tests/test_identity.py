@@ -145,17 +145,23 @@ def test_presets_of_the_space_are_the_first_optuna_trials():
                                                                 "batch_norm": True, **EDGE_FAST}
 
 
-def test_a_pruned_trial_keeps_its_curve_in_mlflow(tmp_path):
+def _runner(tmp_path):
+    """One search's trial runner on tiny data, as an engine drives it, and its tracker."""
     from search.identity import StudyKey
     from search.progress import Progress
     from search.runner import TrialRunner
     from train import data as data_mod
-    from train.trial import Pruned, TrialSettings
+    from train.trial import TrialSettings
     data = data_mod.load(write_training_csv(tmp_path / "a.csv", n=24))
     settings = TrialSettings(epochs=3, split="random")
     tracker = Tracker("cnn")
     parent = tracker.open_search("s", "optuna", {})
-    runner = TrialRunner(data, settings, tracker, Progress(1, 3), "s", parent, StudyKey.of(data, settings))
+    return TrialRunner(data, settings, tracker, Progress(1, 3), "s", parent, StudyKey.of(data, settings)), tracker
+
+
+def test_a_pruned_trial_keeps_its_curve_in_mlflow(tmp_path):
+    from train.trial import Pruned
+    runner, tracker = _runner(tmp_path)
 
     def report(epoch, val):
         if epoch == 1:
@@ -168,16 +174,8 @@ def test_a_pruned_trial_keeps_its_curve_in_mlflow(tmp_path):
 
 
 def test_a_rung_run_cut_by_the_time_budget_is_pruned_not_measured_as_if_its_schedule_had_ended(tmp_path):
-    from search.identity import StudyKey
-    from search.progress import Progress
-    from search.runner import TrialRunner
-    from train import data as data_mod
-    from train.trial import Pruned, TrialSettings
-    data = data_mod.load(write_training_csv(tmp_path / "a.csv", n=24))
-    settings = TrialSettings(epochs=3, split="random")
-    tracker = Tracker("cnn")
-    parent = tracker.open_search("s", "optuna", {})
-    runner = TrialRunner(data, settings, tracker, Progress(1, 3), "s", parent, StudyKey.of(data, settings))
+    from train.trial import Pruned
+    runner, tracker = _runner(tmp_path)
     runner.seconds_left = lambda: 0.0  # the clock runs out in the first epoch
     with pytest.raises(Pruned, match="time budget ran out in epoch 1 of rung 3/6"):
         runner("optuna", 0, TINY, refs={"fkp_rung": "3/6"}, epochs=3)
