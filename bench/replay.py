@@ -61,7 +61,7 @@ def simulate(bb, strategy: str, seed: int, budget_s: float, presets: bool = Fals
 
     from search.adapters import OptunaSuggest
     from spaces.base import warm_starts
-    from search.pruners import RUNG_PRUNERS, make_pruner, queue_promotions
+    from search.pruners import RUNG_PRUNERS, make_pruner, queue_endgame, queue_promotions
     from search.samplers import make_sampler
     from spaces.base import sample
     optuna.logging.set_verbosity(optuna.logging.ERROR)
@@ -149,8 +149,8 @@ def simulate(bb, strategy: str, seed: int, budget_s: float, presets: bool = Fals
                 out.events.append((clock, run.final_val, run.test_rmse, cid))
         else:
             study.tell(trial, state=state)
-        if by_rung:  # as search/optuna_engine.py's promote, after each trial ends
-            queue_promotions(study)
+        if by_rung and not queue_promotions(study) and limit:  # as search/optuna_engine.py's promote
+            queue_endgame(study, budget_s - clock, budget_s * share)
     return out
 
 

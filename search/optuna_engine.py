@@ -8,7 +8,8 @@ import warnings
 from search.adapters import OptunaSuggest
 from search.engine import Engine
 from search.progress import clock
-from search.pruners import RUNG_PRUNERS, RungPruner, make_pruner, parse_rungs, queue_promotions
+from search.pruners import (RUNG_PRUNERS, RungPruner, make_pruner, parse_rungs, promotion_pending,
+                            queue_endgame, queue_promotions)
 from search.samplers import SAMPLERS, make_sampler
 from search.study_clock import StudyClock
 from spaces.base import sample, warm_starts
@@ -73,30 +74,21 @@ def finished(study) -> int:
 
 def promote(study, budget, endgame_s: float | None = None) -> list[int]:
     """Queue ASHA's promotions (search/pruners.py) ahead of new configs: Optuna runs a waiting trial first.
-    `endgame_s`: in the time budget's last `endgame_s` seconds (the longest a full run may take, by
-    --max-trial-share), a search with no full-budget model and none on its way sends the best config at its
-    highest rung on, rivals or not: else a 2-hour search of slow configs can end with nothing to export."""
+    `endgame_s`: the time budget's last seconds, when pruners.queue_endgame may send the best config on."""
     if not isinstance(study.pruner, RungPruner) or budget.expired():
         return []
     found = queue_promotions(study, last=finished(study) >= budget.trials)  # last: no new config will come
-    if not found and endgame_s and budget.timeout and budget.seconds_left() <= endgame_s:
-        from optuna.trial import TrialState
-        trials = study.get_trials(deepcopy=False)
-        if not any(t.state == TrialState.COMPLETE for t in trials) and not promotion_pending(trials):
-            found = queue_promotions(study, last=True, only_best=True)
-            for trial, rung in found:
-                print(f"[optuna] {clock(budget.seconds_left())} left and no full-budget model yet: trial "
-                      f"#{trial.number}, the best at rung {rung}, goes on", flush=True)
-            return [trial.number for trial, _ in found]
+    if not found and endgame_s and budget.timeout:
+        left = budget.seconds_left()
+        found = queue_endgame(study, left, endgame_s)
+        for trial, rung in found:
+            print(f"[optuna] {clock(left)} left and no full-budget model yet: trial "
+                  f"#{trial.number}, the best at rung {rung}, goes on", flush=True)
+        return [trial.number for trial, _ in found]
     for trial, rung in found:
         print(f"[optuna] trial #{trial.number} now ranks in the best third at rung {rung} "
               f"(val_rmse {trial.user_attrs[f'rung_{rung}']:.3f}): promoted, it trains the next budget", flush=True)
     return [trial.number for trial, _ in found]
-
-
-def promotion_pending(trials, states=("WAITING", "RUNNING")) -> bool:
-    """A promotion queued or under way: the study has work left though --trials configs have been drawn."""
-    return any(t.state.name in states and "promoted_from" in t.user_attrs for t in trials)
 
 
 def running_configs(trials) -> list:

@@ -124,6 +124,25 @@ def queue_promotions(study, last: bool = False, only_best: bool = False) -> list
     return found
 
 
+def promotion_pending(trials, states=("WAITING", "RUNNING")) -> bool:
+    """A promotion queued or under way: the study has work left though --trials configs have been drawn."""
+    return any(t.state.name in states and "promoted_from" in t.user_attrs for t in trials)
+
+
+def queue_endgame(study, seconds_left: float, endgame_s: float) -> list[tuple[object, int]]:
+    """In a time budget's last `endgame_s` seconds (the longest a full run may take, by --max-trial-share), a
+    study with no full-budget model and none on its way sends the best config at its highest rung on, rivals or
+    not: else a 2-hour search of slow configs can end with nothing to export. The engine and the replay both
+    call this when `queue_promotions` found nothing."""
+    from optuna.trial import TrialState
+    if seconds_left > endgame_s:
+        return []
+    trials = study.get_trials(deepcopy=False)
+    if any(t.state == TrialState.COMPLETE for t in trials) or promotion_pending(trials):
+        return []
+    return queue_promotions(study, last=True, only_best=True)
+
+
 def _bar(trials, step) -> float:
     return min((b for t in trials if math.isfinite(b := t.user_attrs.get(f"bar_{step}", math.inf))), default=math.inf)
 

@@ -311,6 +311,23 @@ def test_a_replayed_config_too_slow_for_its_share_stops_after_three_epochs_as_th
         replay.parse_strategy("tpe@2")
 
 
+def test_replay_plays_the_engines_endgame_the_best_config_at_its_rung_goes_on_in_the_budgets_last_share(tmp_path):
+    rows = []
+    for i, (blocks, lr) in enumerate([(3, 3e-4), (4, 1e-3), (5, 3e-3), (3, 1e-2)]):
+        config = {"model": "cnn", "blocks": blocks, "learning_rate": lr}
+        rows += [_row(f"c{i}", 2, 5.0 - i * 0.3, 0, config=config),
+                 _row(f"c{i}", 4, 3.0 - i * 0.2, 2.9 - i * 0.2, config=config)]
+    meta, rows = curves.read(_table(tmp_path, rows, budgets=(2, 4)))
+    bb = Blackbox(spaces.get("cnn"), meta, rows, "t.jsonl")
+    # a rung run costs 4 s, a full run 6 s. Two configs reach the rung by 8 s: too few rivals for a best third.
+    # Without the endgame the third arrives at 12 s and whatever goes on ends after the 16 s budget.
+    for seed in range(3):
+        assert replay.simulate(bb, "random+asha", seed, budget_s=16.0).events == []
+        # with a share of 0.5 the last 8 s are the endgame: at 8 s the better of the two goes on, done at 14 s
+        (event,) = replay.simulate(bb, "random+asha@0.5", seed, budget_s=16.0).events
+        assert event[0] == pytest.approx(14.0)
+
+
 def test_a_replayed_warm_start_skips_the_rungs_and_sets_their_bars_as_the_engine_does(tmp_path):
     space = spaces.get("cnn")
     preset = warm_starts(space)[0]
