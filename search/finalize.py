@@ -9,7 +9,8 @@
    runs reached their best validation RMSE, times train/(train + validation) faces, so the refit makes
    as many optimizer steps as they did (Goodfellow et al., Deep Learning, 7.8); its schedule is planned
    over exactly those epochs.
-3. ensemble (`--ensemble N`): refits of the N configs with the lowest mean validation RMSE.
+3. ensemble (`--ensemble N`): refits of the N configs with the lowest mean validation RMSE; past the top-k,
+   more weight seeds of them in turn, the chosen first (`ensemble_members`).
 4. distil (`--distil`): the student (the chosen config, or `--student FILE`) trained like a refit but
    against the ensemble's predictions on every augmented batch plus the labels where they exist; beside
    it the same architecture trained alone; `--seeds` seeds of each.
@@ -174,8 +175,6 @@ def finalize(args, tracker, data, log=print) -> dict:
         raise UserError("--teacher-tta is the distillation teacher's: pass --distil and --ensemble 2 or more with it")
     if args.student and not args.distil:
         raise UserError("--student is the distilled model: pass --distil and --ensemble 2 or more with it")
-    if args.ensemble > args.top_k:
-        raise UserError(f"--ensemble {args.ensemble} needs --top-k of at least {args.ensemble}")
     rows, tags = study_trials(tracker, args.study)  # read once: the tags set the budgets the candidates are read under
     base = study_settings(tags, data)  # the study's own budget: selection runs and teachers train under it
     ship = dataclasses.replace(base, **{k: (v or None) for k, v in (("max_params", args.max_params),
@@ -231,10 +230,10 @@ def finalize(args, tracker, data, log=print) -> dict:
             config, data, dataclasses.replace(settings, train_seed=seed), out_dir=out, on_epoch=tick,
             teacher=teacher(), distil_alpha=args.alpha), settings.epochs)
 
-    refit_of(chosen.config, 0, f"refit/{chosen.cid}/seed0")
-    members = [f"refit/{c.cid}/seed0" for c in ranked[:args.ensemble]]
-    for c, name in zip(ranked[:args.ensemble], members):
-        refit_of(c.config, 0, name)
+    members = []
+    for c, seed in ensemble_members(ranked, args.ensemble):  # the chosen config's seed 0 first: the refit
+        members.append(f"refit/{c.cid}/seed{seed}")
+        refit_of(c.config, seed, members[-1])
     images, truth = data.images[test_idx], data.keypoints[test_idx]
     from train import metrics
     # the mean face of the study's training split: the floor a trial reports, so readers can tell the split is its
@@ -289,6 +288,12 @@ def finalize(args, tracker, data, log=print) -> dict:
         "(twice the compute per face: measured, not shipped)")
     return {"report": report, "steps": steps, "ship": shipped, "images": images, "truth": truth,
             "candidates": candidates, "chosen": chosen}
+
+
+def ensemble_members(ranked: list, n: int) -> list[tuple]:
+    """(candidate, seed) of each of the `n` refits averaged: the best configs at seed 0, then their next seeds in
+    turn. A short search may finish one or two configs at the full budget; seeds still make it an ensemble."""
+    return [(ranked[i % len(ranked)], i // len(ranked)) for i in range(n)]
 
 
 def refit_epochs(best_epochs: list, trained: list, budget: int, schedule: str, n_train: int,
@@ -433,7 +438,8 @@ def parse(argv):
     ap.add_argument("--data", default="../shared/data/training.csv.gz", help="the data the study was made on")
     ap.add_argument("--top-k", type=int, default=3)
     ap.add_argument("--seeds", type=int, default=2, help="weight seeds per config, the study's own run included")
-    ap.add_argument("--ensemble", type=int, default=1, help="refit configs averaged (1: no ensemble)")
+    ap.add_argument("--ensemble", type=int, default=1,
+                    help="refits averaged: the top-k configs, then more seeds of them (1: no ensemble)")
     ap.add_argument("--distil", action="store_true", help="distil the ensemble into one student")
     ap.add_argument("--student", default=None, help="the student's config file (default: the chosen config)")
     ap.add_argument("--alpha", type=float, default=0.5, help="weight of the labels against the teacher's targets")

@@ -117,8 +117,7 @@ def test_the_refit_trains_on_more_faces_and_a_rerun_gives_the_same_score(study, 
 def test_bad_input_is_one_line_and_exit_2_before_any_training(study, tmp_path, capsys):
     cases = [(["--study", "nope"], "study 'nope' does not exist"),
              (["--top-k", "9"], "--top-k 9 is larger than the 3 finished trial(s) of study 's'"),
-             (["--max-params", "100"], "parameters is over the budget of 100"),
-             (["--ensemble", "3"], "--ensemble 3 needs --top-k of at least 3")]
+             (["--max-params", "100"], "parameters is over the budget of 100")]
     capsys.readouterr()
     for extra, message in cases:  # one study for every case: each is refused before anything trains
         with pytest.raises(SystemExit) as exit_:
@@ -166,14 +165,23 @@ def _ranked(data):
     return sorted(rows, key=lambda r: r["rmse"])
 
 
-def test_a_budget_below_the_studys_ships_only_a_model_that_fits(study, tmp_path, capsys):
+def test_a_budget_below_the_studys_ships_only_a_model_that_fits_and_an_ensemble_past_top_k_adds_seeds(
+        study, tmp_path, capsys):
     rows = _ranked(study)
     budget = int(min(r["params"] for r in rows))  # only the smallest trial fits, whatever its rank
-    finalize.main([*_args(study), "--top-k", "1", "--max-params", str(budget), "--out", str(tmp_path / "tiny")])
+    finalize.main([*_args(study), "--top-k", "1", "--ensemble", "3", "--max-params", str(budget), "--out",
+                   str(tmp_path / "tiny")])
     report = json.loads((tmp_path / "tiny" / "finalize.json").read_text())
     smallest = min(rows, key=lambda r: r["params"])
     assert report["chosen"]["trial"] == str(smallest["trial"])
     assert json.loads((tmp_path / "tiny" / "metrics.json").read_text())["params"] <= budget
+    # one config, three members: its refit at seeds 0, 1 and 2, averaged; the refit shipped is seed 0
+    cid = next(iter(report["selection"]))
+    assert sorted(k for k in report["training_s"] if k.startswith("refit/")) == [
+        f"refit/{cid}/seed{s}" for s in range(3)]
+    ensemble, refit = report["models"]["ensemble"], report["models"]["refit"]
+    assert ensemble["members"] == 3 and ensemble["params"] == 3 * refit["params"]
+    assert ensemble["test_rmse"] != refit["test_rmse"] and report["shipped"] == f"refit/{cid}/seed0"
 
 
 def test_a_student_within_the_budget_learns_from_teachers_over_it_and_shares_their_steps(study, tmp_path, capsys):
