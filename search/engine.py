@@ -10,6 +10,7 @@ import sys
 from dataclasses import dataclass, field
 
 from search.study_clock import LocalClock
+from train.errors import Terminated
 
 
 @dataclass
@@ -47,8 +48,10 @@ class Engine:
         raise NotImplementedError
 
 
-def run_engine(engine: Engine, space, tracker, data, settings, budget: Budget, params: dict, key) -> bool:
-    """One engine over one study: parent run, dead-trial cleanup, the search. False if interrupted."""
+def run_engine(engine: Engine, space, tracker, data, settings, budget: Budget, params: dict,
+               key) -> KeyboardInterrupt | None:
+    """One engine over one study: parent run, dead-trial cleanup, the search. The interrupt (Ctrl-C, or SIGTERM as
+    train.errors.Terminated) that stopped it, if one did."""
     from search.progress import Progress
     from search.runner import TrialRunner
     key.check(tracker, budget.study)
@@ -66,12 +69,13 @@ def run_engine(engine: Engine, space, tracker, data, settings, budget: Budget, p
             print(f"[{engine.name}] --timeout reached before this engine started", flush=True)
         else:
             engine.run(space, runner, budget)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         tracker.close_search(parent, "KILLED", study_time(budget))
-        print("\ninterrupted: finished trials are saved; run the same command to resume", file=sys.stderr)
-        return False
+        print(f"\n{'terminated' if isinstance(exc, Terminated) else 'interrupted'}: finished trials are saved; run "
+              "the same command to resume", file=sys.stderr)
+        return exc
     tracker.close_search(parent, "FINISHED", study_time(budget))
-    return True
+    return None
 
 
 def study_time(budget: Budget) -> float | None:

@@ -31,9 +31,11 @@ def tuned_cnn(args, data, settings, params: dict, key) -> dict:
         key = StudyKey.of(data, settings)
     study = f"{STUDY}-{key.digest()}"  # one tuning per data and budget, shared by the grids that match
     budget = Budget(args.kt_trials, None, args.seed, study)
-    run_engine(KerasTunerEngine("random"), cnn, tracker, data, settings, budget,
-               {**params, "space": "cnn", "trials": args.kt_trials, "epochs": settings.epochs,
-                "max_params": settings.max_params}, key)
+    stop = run_engine(KerasTunerEngine("random"), cnn, tracker, data, settings, budget,
+                      {**params, "space": "cnn", "trials": args.kt_trials, "epochs": settings.epochs,
+                       "max_params": settings.max_params}, key)
+    if stop:  # the grid must not go on from a tuning cut short
+        raise stop
     finished = [r for r in tracker.trials(study=study) if r.info.status == "FINISHED" and "rmse" in r.data.metrics]
     if not finished:
         from train.errors import UserError

@@ -13,7 +13,7 @@ from search.pruners import PRUNERS
 from search.samplers import SAMPLERS
 from spaces import paper as paper_space
 from train.cli_args import add_training_flags, settings_from
-from train.errors import UserError, cli
+from train.errors import Terminated, UserError, cli
 
 
 def make_engines(args) -> list:
@@ -161,10 +161,10 @@ def main(argv=None):
         space = grid(args, data, settings, params, key)
         budget.trials = args.trials = len(space.presets)
     tracker = Tracker(args.space, args.tracking_uri)
-    interrupted = False
+    interrupted = None
     for engine in engines:
-        if not run_engine(engine, space, tracker, data, settings, budget, params, key):
-            interrupted = True
+        interrupted = run_engine(engine, space, tracker, data, settings, budget, params, key)
+        if interrupted:
             break
     print_summary(tracker, study, engines)
     from search.progress import clock as _clock
@@ -193,7 +193,7 @@ def main(argv=None):
     if args.space == "paper":
         print(f"  {python} -m tracking.report --space paper{named} --output docs/{study}")
     if interrupted:
-        raise SystemExit(130)
+        raise SystemExit(143 if isinstance(interrupted, Terminated) else 130)
 
 
 if __name__ == "__main__":

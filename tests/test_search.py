@@ -251,3 +251,38 @@ def test_a_config_refused_before_training_neither_counts_nor_shrinks_the_time_le
     assert last.startswith("[optuna 2/5] trial #2 refused before training: 52.0M") and last.endswith("~4:00 left")
     p.trial_started("optuna", 3, {})
     assert out.getvalue().splitlines()[-1].startswith("[optuna 2/5] trial #3")
+
+
+def test_sigterm_stops_a_search_cleanly_and_the_same_command_resumes(tmp_path):
+    """`kill PID` (or a scheduler's stop) closes the trial and the search as killed in both stores, exits 143, and
+    the rerun trains the cut trial again; before, SIGTERM left both RUNNING until some later start cleaned up."""
+    import os
+    import signal
+
+    from tests.servers import finish, wait_for, worker
+    data = write_training_csv(tmp_path / "d.csv", n=24)
+    args = ["--space", "cnn", "--engine", "optuna", "--trials", "1", "--epochs", "60", "--patience", "60",
+            "--split", "random", "--data", str(data), "--no-presets", "--pruner", "none", "--sampler", "random",
+            "--study-name", "t", "--max-params", "60000"]
+    env = {"FKP_STORE_DIR": tmp_path / "mlruns", "FKP_CACHE_DIR": tmp_path / "cache"}
+    log = tmp_path / "first.log"
+    proc = worker(args, tmp_path, log, **env)
+    wait_for(lambda: "epoch 3/60" in log.read_text(errors="replace"), "a trial to train", proc=proc, log=log)
+    proc.send_signal(signal.SIGTERM)
+    said = finish(proc, log, timeout=120)
+    assert proc.returncode == 143, said[-2000:]
+    assert "terminated: finished trials are saved" in said
+    storage = f"sqlite:///{tmp_path / 'mlruns' / 'optuna.db'}"
+    (cut,) = optuna.load_study(study_name="t", storage=storage).trials
+    assert cut.state.name == "FAIL" and cut.user_attrs["interrupted"] is True
+    os.environ["FKP_STORE_DIR"] = str(tmp_path / "mlruns")  # the autouse fixture restores it
+    (run,) = _trials()
+    assert run.info.status == "KILLED" and run.data.tags["fkp_status"] == "killed"
+    parent = Tracker("cnn").client.get_run(run.data.tags["mlflow.parentRunId"])
+    assert parent.info.status == "KILLED"
+
+    log = tmp_path / "again.log"
+    said = finish(worker(args, tmp_path, log, **env), log)
+    trials = optuna.load_study(study_name="t", storage=storage).trials
+    assert [t.state.name for t in trials] == ["FAIL", "COMPLETE"], said[-2000:]
+    assert trials[1].user_attrs["retry_of"] == 0 and trials[1].params == cut.params

@@ -1,6 +1,9 @@
 """One-line user errors and the CLI wrapper that turns them into exit status 2."""
+import contextlib
 import functools
+import signal
 import sys
+import threading
 
 
 class UserError(Exception):
@@ -23,18 +26,44 @@ def check_training_code(what: str, theirs, ours: int, remedy: str) -> None:
                         f"{remedy}")
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where Ctrl-C raises KeyboardInterrupt, so `kill PID` (or a scheduler's stop) takes the same
+    clean path: the trial and the search are closed as killed in both stores, finished work is kept."""
+
+
+def _terminated(signum, frame):
+    raise Terminated()
+
+
+@contextlib.contextmanager
+def stop_cleanly_on_sigterm():
+    """For the command's duration, from the main thread, and only over the default action: a parent that chose
+    otherwise is obeyed. (A job started with `&` from a script has SIGINT ignored, so Ctrl-C and `kill -INT` do
+    nothing to it; SIGTERM still reaches it.)"""
+    mine = threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+    if mine:
+        signal.signal(signal.SIGTERM, _terminated)
+    try:
+        yield
+    finally:
+        if mine:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
 def cli(main):
-    """Decorate a CLI entry point so user errors print one line and exit 2."""
+    """Decorate a CLI entry point so user errors print one line and exit 2, and SIGTERM stops it as Ctrl-C does."""
     @functools.wraps(main)
     def wrapper(argv=None):
         try:
-            return main(argv)
+            with stop_cleanly_on_sigterm():
+                return main(argv)
         except UserError as exc:
             print(f"error: {exc}", file=sys.stderr)
             raise SystemExit(2) from None
-        except KeyboardInterrupt:
-            print("interrupted", file=sys.stderr)
-            raise SystemExit(130) from None
+        except KeyboardInterrupt as exc:
+            terminated = isinstance(exc, Terminated)
+            print("terminated" if terminated else "interrupted", file=sys.stderr)
+            raise SystemExit(143 if terminated else 130) from None
         except Exception as exc:
             # A library may wrap our one-line error in its own (Optuna does, when a database stays away).
             cause = exc.__cause__ or exc.__context__
