@@ -4,6 +4,7 @@ from __future__ import annotations
 import dataclasses
 import tempfile
 
+from train.errors import Terminated
 from train.models import resolve
 from train.trial import (Pruned, Rejected, StopTraining, TooSlow, TrialSettings, own_settings, refuse_unfit,
                          run_trial)
@@ -86,8 +87,9 @@ class TrialRunner:
             self.tracker.end_trial(run_id, "pruned", error=str(exc) or "pruned")
             self.progress.trial_ended(f"stopped, {exc}" if isinstance(exc, TooSlow) else "pruned")
             raise
-        except KeyboardInterrupt:
-            self.tracker.end_trial(run_id, "killed", error="interrupted by the user")
+        except KeyboardInterrupt as exc:
+            self.tracker.end_trial(run_id, "killed", error="terminated (SIGTERM)" if isinstance(exc, Terminated)
+                                   else "interrupted by the user")
             raise
         except Exception as exc:
             self.tracker.end_trial(run_id, "failed", error=f"{type(exc).__name__}: {exc}")

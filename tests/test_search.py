@@ -278,6 +278,7 @@ def test_sigterm_stops_a_search_cleanly_and_the_same_command_resumes(tmp_path):
     os.environ["FKP_STORE_DIR"] = str(tmp_path / "mlruns")  # the autouse fixture restores it
     (run,) = _trials()
     assert run.info.status == "KILLED" and run.data.tags["fkp_status"] == "killed"
+    assert run.data.tags["error"] == "terminated (SIGTERM)"
     parent = Tracker("cnn").client.get_run(run.data.tags["mlflow.parentRunId"])
     assert parent.info.status == "KILLED"
 

@@ -46,7 +46,7 @@ def stop_cleanly_on_sigterm():
     try:
         yield
     finally:
-        if mine:
+        if mine and signal.getsignal(signal.SIGTERM) is _terminated:  # not over one a library set meanwhile
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
