@@ -242,12 +242,13 @@ def _table(tmp_path, rows, budgets=(1, 3), space="cnn", data_sha="abc"):
     return path
 
 
-def _pool():
+def _pool(rung: int = 1, full: int = 3):
+    """4 configs, each at one rung and the full budget, better as i grows."""
     rows = []
     for i, (blocks, lr) in enumerate([(3, 3e-4), (4, 1e-3), (5, 3e-3), (3, 1e-2)]):
         config = {"model": "cnn", "blocks": blocks, "learning_rate": lr}
-        rows += [_row(f"c{i}", 1, 5.0 - i * 0.3, 0, config=config),
-                 _row(f"c{i}", 3, 3.0 - i * 0.2, 2.9 - i * 0.2, config=config)]
+        rows += [_row(f"c{i}", rung, 5.0 - i * 0.3, 0, config=config),
+                 _row(f"c{i}", full, 3.0 - i * 0.2, 2.9 - i * 0.2, config=config)]
     return rows
 
 
@@ -293,11 +294,7 @@ def test_replay_picks_on_validation_reports_test_and_keeps_its_clock(tmp_path):
 
 
 def test_a_replayed_config_too_slow_for_its_share_stops_after_three_epochs_as_the_engine_does(tmp_path):
-    rows = []
-    for i, (blocks, lr) in enumerate([(3, 3e-4), (4, 1e-3), (5, 3e-3), (3, 1e-2)]):
-        config = {"model": "cnn", "blocks": blocks, "learning_rate": lr}
-        rows += [_row(f"c{i}", 1, 5.0 - i * 0.3, 0, config=config),
-                 _row(f"c{i}", 4, 3.0 - i * 0.2, 2.9 - i * 0.2, config=config)]
+    rows = _pool(1, 4)
     rows[-1].update(epoch_s=[1.0, 30.0, 32.0, 30.0], wall_s=95.0)  # the pool's best config, slow from epoch 2 on
     meta, rows = curves.read(_table(tmp_path, rows, budgets=(1, 4)))
     bb = Blackbox(spaces.get("cnn"), meta, rows, "t.jsonl")
@@ -312,12 +309,7 @@ def test_a_replayed_config_too_slow_for_its_share_stops_after_three_epochs_as_th
 
 
 def test_replay_plays_the_engines_endgame_the_best_config_at_its_rung_goes_on_in_the_budgets_last_share(tmp_path):
-    rows = []
-    for i, (blocks, lr) in enumerate([(3, 3e-4), (4, 1e-3), (5, 3e-3), (3, 1e-2)]):
-        config = {"model": "cnn", "blocks": blocks, "learning_rate": lr}
-        rows += [_row(f"c{i}", 2, 5.0 - i * 0.3, 0, config=config),
-                 _row(f"c{i}", 4, 3.0 - i * 0.2, 2.9 - i * 0.2, config=config)]
-    meta, rows = curves.read(_table(tmp_path, rows, budgets=(2, 4)))
+    meta, rows = curves.read(_table(tmp_path, _pool(2, 4), budgets=(2, 4)))
     bb = Blackbox(spaces.get("cnn"), meta, rows, "t.jsonl")
     # a rung run costs 4 s, a full run 6 s. Two configs reach the rung by 8 s: too few rivals for a best third.
     # Without the endgame the third arrives at 12 s and whatever goes on ends after the 16 s budget.
