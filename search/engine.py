@@ -10,7 +10,7 @@ import sys
 from dataclasses import dataclass, field
 
 from search.study_clock import LocalClock
-from train.errors import Terminated
+from train.errors import how_stopped
 
 
 @dataclass
@@ -71,8 +71,7 @@ def run_engine(engine: Engine, space, tracker, data, settings, budget: Budget, p
             engine.run(space, runner, budget)
     except KeyboardInterrupt as exc:
         tracker.close_search(parent, "KILLED", study_time(budget))
-        print(f"\n{'terminated' if isinstance(exc, Terminated) else 'interrupted'}: finished trials are saved; run "
-              "the same command to resume", file=sys.stderr)
+        print(f"\n{how_stopped(exc)[0]}: finished trials are saved; run the same command to resume", file=sys.stderr)
         return exc
     tracker.close_search(parent, "FINISHED", study_time(budget))
     return None

@@ -13,7 +13,7 @@ from search.pruners import PRUNERS
 from search.samplers import SAMPLERS
 from spaces import paper as paper_space
 from train.cli_args import add_training_flags, settings_from
-from train.errors import Terminated, UserError, cli
+from train.errors import UserError, cli, how_stopped
 
 
 def make_engines(args) -> list:
@@ -193,7 +193,7 @@ def main(argv=None):
     if args.space == "paper":
         print(f"  {python} -m tracking.report --space paper{named} --output docs/{study}")
     if interrupted:
-        raise SystemExit(143 if isinstance(interrupted, Terminated) else 130)
+        raise SystemExit(how_stopped(interrupted)[1])
 
 
 if __name__ == "__main__":

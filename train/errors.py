@@ -31,6 +31,11 @@ class Terminated(KeyboardInterrupt):
     clean path: the trial and the search are closed as killed in both stores, finished work is kept."""
 
 
+def how_stopped(exc: KeyboardInterrupt) -> tuple[str, int]:
+    """The word and exit status for an interrupt: SIGTERM's or Ctrl-C's."""
+    return ("terminated", 143) if isinstance(exc, Terminated) else ("interrupted", 130)
+
+
 def _terminated(signum, frame):
     raise Terminated()
 
@@ -61,9 +66,9 @@ def cli(main):
             print(f"error: {exc}", file=sys.stderr)
             raise SystemExit(2) from None
         except KeyboardInterrupt as exc:
-            terminated = isinstance(exc, Terminated)
-            print("terminated" if terminated else "interrupted", file=sys.stderr)
-            raise SystemExit(143 if terminated else 130) from None
+            word, status = how_stopped(exc)
+            print(word, file=sys.stderr)
+            raise SystemExit(status) from None
         except Exception as exc:
             # A library may wrap our one-line error in its own (Optuna does, when a database stays away).
             cause = exc.__cause__ or exc.__context__
