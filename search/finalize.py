@@ -15,7 +15,8 @@
    against the ensemble's predictions on every augmented batch plus the labels where they exist; beside
    it the same architecture trained alone; `--seeds` seeds of each.
 5. the test split, scored once per model made above and never used to choose; the model shipped is
-   declared by the flags: the distilled student (seed 0) with `--distil`, else the refit. Flip test-time
+   declared by the flags: the distilled student (seed 0) with `--distil`, the ensemble with `--ship-ensemble`
+   (when its members together fit the budget: a short search's few small configs), else the refit. Flip test-time
    augmentation of the shipped model is measured beside it, never shipped: it doubles the MACs per face.
 6. export to `--out`: what docs/best holds (model.keras, fp16/int8 LiteRT with their RMSE change, config,
    metrics, the command), written beside it and swapped in whole.
@@ -175,6 +176,8 @@ def finalize(args, tracker, data, log=print) -> dict:
         raise UserError("--teacher-tta is the distillation teacher's: pass --distil and --ensemble 2 or more with it")
     if args.student and not args.distil:
         raise UserError("--student is the distilled model: pass --distil and --ensemble 2 or more with it")
+    if args.ship_ensemble and (args.distil or args.ensemble < 2):
+        raise UserError("--ship-ensemble ships the refits averaged: pass --ensemble 2 or more, without --distil")
     rows, tags = study_trials(tracker, args.study)  # read once: the tags set the budgets the candidates are read under
     base = study_settings(tags, data)  # the study's own budget: selection runs and teachers train under it
     ship = dataclasses.replace(base, **{k: (v or None) for k, v in (("max_params", args.max_params),
@@ -223,6 +226,10 @@ def finalize(args, tracker, data, log=print) -> dict:
                                resolve(chosen.config).get("schedule", "constant"), n_train, n_val)
     refit = dataclasses.replace(base, refit=True, epochs=epochs)
     log(f"[finalize] refit: {epochs} epochs on {n_train + n_val} faces ({why})")
+    planned = ensemble_members(ranked, args.ensemble)
+    if args.ship_ensemble:  # the members are known only now; none of them has trained yet
+        _check_budget([c.config for c, _ in planned], ship, f"--ship-ensemble: the {len(planned)} refits averaged "
+                      "(the selection runs are kept, so a smaller --ensemble starts from them)")
 
     def refit_of(config, seed, name, teacher=lambda: None, settings=refit):
         """`teacher`: made only if this step trains (loading an ensemble is not free)."""
@@ -231,7 +238,7 @@ def finalize(args, tracker, data, log=print) -> dict:
             teacher=teacher(), distil_alpha=args.alpha), settings.epochs)
 
     members = []
-    for c, seed in ensemble_members(ranked, args.ensemble):  # the chosen config's seed 0 first: the refit
+    for c, seed in planned:  # the chosen config's seed 0 first: the refit
         members.append(f"refit/{c.cid}/seed{seed}")
         refit_of(c.config, seed, members[-1])
     images, truth = data.images[test_idx], data.keypoints[test_idx]
@@ -247,7 +254,7 @@ def finalize(args, tracker, data, log=print) -> dict:
         report["models"]["ensemble"] = _scored(ensemble, images, truth, members=len(members))
         if args.teacher_tta:
             report["models"]["ensemble_flip_tta"] = {**_flip_tta(ensemble, images, truth), "members": len(members)}
-    shipped = f"refit/{chosen.cid}/seed0"
+    shipped = ENSEMBLE if args.ship_ensemble else f"refit/{chosen.cid}/seed0"
 
     # 4. distil the ensemble into the student, beside the same architecture trained alone
     if args.distil:
@@ -279,15 +286,30 @@ def finalize(args, tracker, data, log=print) -> dict:
         shipped = f"distil/{sid}-{teacher_id}/seed0"
     report["shipped"] = shipped
     report["training_s"] = {name: steps.state["steps"][name]["metrics"]["train_s"] for name in steps.used}
-    report["flip_tta"] = _flip_tta(steps.model(shipped), images, truth)
+    report["flip_tta"] = _flip_tta(shipped_model(steps, shipped, members), images, truth)
     for name, m in report["models"].items():
         log(f"[finalize] {name:>14}: test RMSE {m['test_rmse']:.3f} px | {m['params']:,} params | "
             f"{m['mmacs']:.1f}M MACs | {m['inference_s_per_100']:.3f} s/100")
     tta = report["flip_tta"]
     log(f"[finalize] flip TTA on {shipped}: test RMSE {tta['test_rmse']:.3f} px at {tta['mmacs']:.1f}M MACs "
         "(twice the compute per face: measured, not shipped)")
-    return {"report": report, "steps": steps, "ship": shipped, "images": images, "truth": truth,
+    return {"report": report, "steps": steps, "ship": shipped, "members": members, "images": images, "truth": truth,
             "candidates": candidates, "chosen": chosen}
+
+
+ENSEMBLE = "ensemble"  # what --ship-ensemble ships: no one step, the refits averaged into one Keras model
+
+
+def shipped_model(steps, shipped: str, members: list):
+    if shipped == ENSEMBLE:
+        from train.ensemble import average
+        return average([steps.model(m) for m in members])
+    return steps.model(shipped)
+
+
+def shipped_key(shipped: str) -> str:
+    """The shipped model's entry in the report's "models"."""
+    return "student_seed0" if shipped.startswith("distil") else ENSEMBLE if shipped == ENSEMBLE else "refit"
 
 
 def ensemble_members(ranked: list, n: int) -> list[tuple]:
@@ -335,13 +357,16 @@ def _ticker(name: str, epochs: int, every: int = 5):
     return tick
 
 
-def _over_budget(config: dict, settings) -> str | None:
-    """Why `config` does not fit the budget of `settings`, or None: built, never trained."""
+def _over_budget(config: dict | list, settings) -> str | None:
+    """Why `config` (or a list of them, averaged as one ensemble) does not fit the budget of `settings`, or None:
+    built, never trained."""
+    from train.ensemble import average
     from train.errors import Rejected
     from train.models import build, resolve
     from train.trial import check_limits
     try:
-        check_limits(build(resolve(config)), settings)
+        check_limits(average([build(resolve(c)) for c in (config if isinstance(config, list) else [config])]),
+                     settings)
     except Rejected as exc:
         return str(exc)
     return None
@@ -390,7 +415,7 @@ def export(out: Path, model, config: dict, report: dict, images, truth, command:
     lite = litert.export(model, new, ["fp16", "int8"], images, truth)
     (new / "litert.json").write_text(json.dumps(lite, indent=2))
     (new / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True))
-    key = "student_seed0" if report["shipped"].startswith("distil") else "refit"
+    key = shipped_key(report["shipped"])
     shipped = {**report["models"][key], "epochs": report["refit_epochs"],
                "mean_face_test_rmse": report["mean_face_test_rmse"],
                "size_mb": (new / "model.keras").stat().st_size / 1e6}  # what a trial's metrics.json says too
@@ -446,6 +471,9 @@ def parse(argv):
     ap.add_argument("--teacher-tta", action="store_true",
                     help="the teacher averages each face with its mirror: better targets, and the student, which "
                          "ships, pays nothing for it")
+    ap.add_argument("--ship-ensemble", action="store_true",
+                    help="ship the ensemble itself (its refits averaged in one Keras model) if it fits "
+                         "--max-params/--max-mmacs, checked before any refit trains")
     ap.add_argument("--max-params", type=int, default=None, help="the student's budget (default: the study's)")
     ap.add_argument("--max-mmacs", type=float, default=None)
     ap.add_argument("--work", default=None, help="kept models and results (default: runs/finalize/STUDY)")
@@ -476,7 +504,8 @@ def main(argv=None):
     out = Path(args.out) if args.out else None
     if out is not None:
         command = " ".join(["python -m search.finalize", *(sys.argv[1:] if argv is None else argv)])
-        export(out, result["steps"].model(result["ship"]), _config_of(result), result["report"],
+        export(out, shipped_model(result["steps"], result["ship"], result["members"]), _config_of(result),
+               result["report"],
                result["images"], result["truth"], command)
         print(f"[finalize] exported {result['ship']} to {out}")
     run_id = log_run(tracker, result, out)
@@ -488,8 +517,11 @@ def main(argv=None):
 
 
 def _config_of(result) -> dict:
-    folder = Path(result["steps"].state["steps"][result["ship"]]["model"]).parent
-    return json.loads((folder / "config.json").read_text())
+    def config(step):
+        return json.loads((Path(result["steps"].state["steps"][step]["model"]).parent / "config.json").read_text())
+    if result["ship"] == ENSEMBLE:
+        return {"model": ENSEMBLE, "members": [config(m) for m in result["members"]]}
+    return config(result["ship"])
 
 
 if __name__ == "__main__":

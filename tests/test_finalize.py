@@ -1,6 +1,7 @@
 """The final stage on a real (tiny) study: multi-seed selection, refit, ensemble, distillation, export, resume."""
 import json
 import shutil
+from pathlib import Path
 
 import pytest
 
@@ -117,7 +118,8 @@ def test_the_refit_trains_on_more_faces_and_a_rerun_gives_the_same_score(study, 
 def test_bad_input_is_one_line_and_exit_2_before_any_training(study, tmp_path, capsys):
     cases = [(["--study", "nope"], "study 'nope' does not exist"),
              (["--top-k", "9"], "--top-k 9 is larger than the 3 finished trial(s) of study 's'"),
-             (["--max-params", "100"], "parameters is over the budget of 100")]
+             (["--max-params", "100"], "parameters is over the budget of 100"),
+             (["--ship-ensemble"], "--ship-ensemble ships the refits averaged: pass --ensemble 2 or more")]
     capsys.readouterr()
     for extra, message in cases:  # one study for every case: each is refused before anything trains
         with pytest.raises(SystemExit) as exit_:
@@ -182,6 +184,37 @@ def test_a_budget_below_the_studys_ships_only_a_model_that_fits_and_an_ensemble_
     ensemble, refit = report["models"]["ensemble"], report["models"]["refit"]
     assert ensemble["members"] == 3 and ensemble["params"] == 3 * refit["params"]
     assert ensemble["test_rmse"] != refit["test_rmse"] and report["shipped"] == f"refit/{cid}/seed0"
+
+
+def test_ship_ensemble_ships_the_averaged_refits_only_when_together_they_fit(study, tmp_path, capsys):
+    params = int(_ranked(study)[0]["params"])
+    args = [*_args(study), "--top-k", "1", "--seeds", "1", "--ensemble", "2", "--ship-ensemble"]
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_:  # each member fits alone; the two together do not
+        finalize.main([*args, "--max-params", str(2 * params - 1)])
+    err = capsys.readouterr()
+    assert exit_.value.code == 2 and len(err.err.strip().splitlines()) == 1
+    assert "--ship-ensemble: the 2 refits averaged" in err.err and ": training" not in err.out
+
+    out = tmp_path / "pair"
+    finalize.main([*args, "--max-params", str(2 * params), "--out", str(out)])
+    report = json.loads((out / "finalize.json").read_text())
+    assert report["shipped"] == "ensemble" and report["models"]["ensemble"]["params"] == 2 * params
+    assert json.loads((out / "metrics.json").read_text())["test_rmse"] == report["models"]["ensemble"]["test_rmse"]
+    config = json.loads((out / "config.json").read_text())
+    assert config["model"] == "ensemble" and len(config["members"]) == 2
+    # the shipped file is the mean of the two refits (seeds 0 and 1 of the one config), not either of them
+    import numpy as np
+
+    from train import data as data_mod
+    from train import metrics
+    from train.model_io import keras_model
+    state = json.loads((tmp_path / "runs" / "finalize" / "s" / "state.json").read_text())
+    refits = sorted(k for k in report["training_s"] if k.startswith("refit/"))
+    faces = data_mod.load(str(study)).images[:5, ..., None].astype(np.float32)
+    each = [metrics.predict(keras_model(Path(state["steps"][k]["model"]).parent), faces) for k in refits]
+    assert len(refits) == 2 and np.abs(each[0] - each[1]).max() > 1e-3
+    np.testing.assert_allclose(metrics.predict(keras_model(out), faces), np.mean(each, axis=0), atol=1e-3)
 
 
 def test_a_student_within_the_budget_learns_from_teachers_over_it_and_shares_their_steps(study, tmp_path, capsys):
