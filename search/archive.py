@@ -103,12 +103,14 @@ def _read(path: Path) -> tuple[dict, list[str], list[dict]]:
 
 
 def load(path: Path, storage: str | None, tracking_uri: str | None) -> dict:
+    # read before the imports below: search.optuna_engine brings TensorFlow, whose start-up lines (printed on
+    # some CPUs whatever TF_CPP_MIN_LOG_LEVEL says) would bury a bad file's one-line error
+    header, journal, runs = _read(path)
     import optuna
 
     from search.optuna_engine import make_storage
     from tracking import stores
     from tracking.mlflow_tracker import Tracker
-    header, journal, runs = _read(path)
     study, target = header["study"], make_storage(stores.optuna_url(storage))
     if study in optuna.get_all_study_names(target):
         raise UserError(f"{path}: study {study!r} is already in {stores.optuna_url(storage)}: nothing loaded")
