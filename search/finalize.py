@@ -286,25 +286,20 @@ def finalize(args, tracker, data, log=print) -> dict:
         shipped = f"distil/{sid}-{teacher_id}/seed0"
     report["shipped"] = shipped
     report["training_s"] = {name: steps.state["steps"][name]["metrics"]["train_s"] for name in steps.used}
-    report["flip_tta"] = _flip_tta(shipped_model(steps, shipped, members), images, truth)
+    # loaded (or, for an ensemble, built) once: scored with flip TTA here, exported by main
+    model = ensemble if shipped == ENSEMBLE else steps.model(shipped)
+    report["flip_tta"] = _flip_tta(model, images, truth)
     for name, m in report["models"].items():
         log(f"[finalize] {name:>14}: test RMSE {m['test_rmse']:.3f} px | {m['params']:,} params | "
             f"{m['mmacs']:.1f}M MACs | {m['inference_s_per_100']:.3f} s/100")
     tta = report["flip_tta"]
     log(f"[finalize] flip TTA on {shipped}: test RMSE {tta['test_rmse']:.3f} px at {tta['mmacs']:.1f}M MACs "
         "(twice the compute per face: measured, not shipped)")
-    return {"report": report, "steps": steps, "ship": shipped, "members": members, "images": images, "truth": truth,
-            "candidates": candidates, "chosen": chosen}
+    return {"report": report, "steps": steps, "ship": shipped, "model": model, "members": members, "images": images,
+            "truth": truth, "candidates": candidates, "chosen": chosen}
 
 
 ENSEMBLE = "ensemble"  # what --ship-ensemble ships: no one step, the refits averaged into one Keras model
-
-
-def shipped_model(steps, shipped: str, members: list):
-    if shipped == ENSEMBLE:
-        from train.ensemble import average
-        return average([steps.model(m) for m in members])
-    return steps.model(shipped)
 
 
 def shipped_key(shipped: str) -> str:
@@ -504,9 +499,8 @@ def main(argv=None):
     out = Path(args.out) if args.out else None
     if out is not None:
         command = " ".join(["python -m search.finalize", *(sys.argv[1:] if argv is None else argv)])
-        export(out, shipped_model(result["steps"], result["ship"], result["members"]), _config_of(result),
-               result["report"],
-               result["images"], result["truth"], command)
+        export(out, result["model"], _config_of(result), result["report"], result["images"], result["truth"],
+               command)
         print(f"[finalize] exported {result['ship']} to {out}")
     run_id = log_run(tracker, result, out)
     gain = result["report"].get("distillation_gain_px")
