@@ -1,6 +1,8 @@
 import gzip
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -134,3 +136,28 @@ def test_cli_summary(tmp_path, capsys):
     out = capsys.readouterr().out
     full = int(np.isfinite(data.load(path).keypoints).all(1).sum())
     assert "rows: 10" in out and f"fully labelled rows: {full}" in out and "load time:" in out
+
+
+NOISY = """import os
+os.write(2, b"WARNING: All log messages before absl::InitializeLog() is called are written to STDERR\\n")
+os.write(2, b"I0000 00:00:1796257827.069351   30818 port.cc:153] oneDNN custom operations are on. You may see...\\n")
+os.write(2, b"a line of its own\\n")
+if os.environ.get("BREAK"):
+    raise ImportError("broken install")
+"""
+
+
+@pytest.mark.parametrize("broken", [False, True])
+def test_tensorflows_start_up_lines_are_held_back_and_an_import_that_fails_is_shown_whole(tmp_path, broken):
+    # the lines TensorFlow 2.21 prints on some CPUs whatever TF_CPP_MIN_LOG_LEVEL says, from a stand-in package
+    (tmp_path / "noisy").mkdir()
+    (tmp_path / "noisy" / "__init__.py").write_text(NOISY)
+    code = "from train import quiet_tf; quiet_tf.install('noisy'); import noisy; print(noisy.__loader__.name)"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), str(Path(__file__).parents[1])]),
+           **({"BREAK": "1"} if broken else {})}
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    if broken:
+        assert proc.returncode == 1 and "oneDNN" in proc.stderr and "ImportError: broken install" in proc.stderr
+    else:
+        assert proc.returncode == 0 and proc.stderr == "a line of its own\n", proc.stderr
+        assert proc.stdout.strip() == "noisy"  # the real loader is put back
