@@ -2,7 +2,8 @@
 
 Syne Tune's blackbox repository, in small: the table (bench/curves.py) holds real curves of a pool of
 configs; a config the pool lacks is answered by its nearest pool config (1-NN on the normalised
-hyperparameters, as Syne Tune's surrogate option does). Nothing is extrapolated: a config whose curve
+hyperparameters, as Syne Tune's surrogate option does), or by its nearest untried one (a tabular replay, as
+Syne Tune's restricted configurations without duplicates). Nothing is extrapolated: a config whose curve
 lacks a budget or an epoch is refused by name, unless the caller drops incomplete configs knowingly.
 """
 from __future__ import annotations
@@ -102,9 +103,16 @@ class Blackbox:
         return Run(list(row["val_rmse"]), list(row["epoch_s"]), float(row["final_val_rmse"]),
                    float(row["test_rmse"]), max(float(row["wall_s"]) - float(sum(row["epoch_s"])), 0.0))
 
-    def nearest(self, config: dict) -> str:
-        distance = ((self.matrix - encode(self.space, config)) ** 2).sum(axis=1)
-        return self.ids[int(np.argmin(distance))]
+    def nearest(self, config: dict, among: list[str] | None = None) -> str:
+        """`among`: only these pool configs (a tabular replay's untried ones); default, the whole pool."""
+        rows = range(len(self.ids)) if among is None else [self.ids.index(cid) for cid in among]
+        distance = ((self.matrix[list(rows)] - encode(self.space, config)) ** 2).sum(axis=1)
+        return self.ids[list(rows)[int(np.argmin(distance))]]
+
+    def params(self, cid: str) -> dict:
+        """A pool config as a sampler's trial values: its own parameters, none of the space's fixed ones."""
+        names = {p.name for p in self.space.params if not isinstance(p, Fixed)}
+        return {k: v for k, v in self.configs[cid].items() if k in names}
 
     def __len__(self) -> int:
         return len(self.runs)

@@ -28,6 +28,9 @@ DEFAULT_STRATEGIES = ("random", "tpe-plain+hyperband", "tpe+asha@0.25", "tpe+ash
                       "prior+asha@0.25")
 LABELS = {"random": "random search", "tpe-plain+hyperband": "old default", "tpe+asha@0.25": "new default"}
 MARKS = (900, 1800, 3600, 7200)
+ANSWERED = {False: "proposals answered by the nearest pool config, tried or not, each time at its full cost",
+            True: "each new proposal answered by the nearest pool config not yet tried, and the sampler told that "
+                  "config (`--untried`: a tabular replay, which ends when the pool is spent)"}
 
 
 def parse_strategy(name: str) -> tuple[str, str, float]:
@@ -53,9 +56,16 @@ class Replay:
     events: list = field(default_factory=list)  # (seconds, val, test, config_id) of each full-budget trial
     trials: int = 0
     configs: set = field(default_factory=set)
+    spent_at: float | None = None  # simulated seconds at which a tabular replay had tried every pool config
+    study: object = None  # the Optuna study: what the sampler was told
 
 
-def simulate(bb, strategy: str, seed: int, budget_s: float, presets: bool = False) -> Replay:
+def simulate(bb, strategy: str, seed: int, budget_s: float, presets: bool = False, untried: bool = False) -> Replay:
+    """`untried`: a new proposal is answered by the nearest pool config not yet tried, and the sampler is told
+    that config's own values (the proposal itself is closed as failed, which no sampler learns from); the
+    search ends when the pool is spent. Else by the nearest pool config, tried or not, each time at its full
+    cost: on a small pool most of a model-based sampler's proposals land on configs it has already run, which
+    a real search, drawing from the whole space, would not."""
     import optuna
     from optuna.trial import TrialState
 
@@ -89,7 +99,21 @@ def simulate(bb, strategy: str, seed: int, budget_s: float, presets: bool = Fals
     by_rung = pruner_name in RUNG_PRUNERS
     while clock < budget_s:
         trial = study.ask()
-        cid = bb.nearest(sample(bb.space, OptunaSuggest(trial)))
+        proposal = sample(bb.space, OptunaSuggest(trial))
+        if untried and not trial.user_attrs:  # a warm start or a promotion names its pool config exactly
+            left = [c for c in bb.ids if c not in out.configs]
+            study.tell(trial, state=TrialState.FAIL)
+            if not left and by_rung and queue_promotions(study, last=True):
+                continue  # as the engine once --trials is spent: the best at each rung goes on, rivals or not
+            if not left:
+                out.spent_at = clock
+                break
+            cid = bb.nearest(proposal, among=left)
+            study.enqueue_trial(bb.params(cid))
+            trial = study.ask()
+            sample(bb.space, OptunaSuggest(trial))
+        else:
+            cid = bb.nearest(proposal)
         runs = bb.runs[cid]
         out.trials += 1
         out.configs.add(cid)
@@ -151,6 +175,7 @@ def simulate(bb, strategy: str, seed: int, budget_s: float, presets: bool = Fals
             study.tell(trial, state=state)
         if by_rung and not queue_promotions(study) and limit:  # as search/optuna_engine.py's promote
             queue_endgame(study, budget_s - clock, budget_s * share)
+    out.study = study
     return out
 
 
@@ -215,24 +240,33 @@ def markdown(stats, grid, replays, bb, args, png: str) -> str:
     marks = [m for m in MARKS if m <= args.budget] or [args.budget]
     idx = [int(np.argmin(np.abs(grid - m))) for m in marks]
     head = "| strategy | " + " | ".join(f"{m / 60:g} min: IQM [95% CI]" for m in marks) + \
-           " | trials (mean) | full-budget trials (mean) | pool configs tried (mean) |"
-    lines = ["## Replay: strategies on real learning curves", "",
+           " | trials (mean) | full-budget trials (mean) | pool configs tried (mean) | seeds that spent the pool |"
+    lines = ["## Replay: strategies on real learning curves" + (", tabular (`--untried`)" if args.untried else ""), "",
              f"Pool: {len(bb)} configs of the `{bb.meta['space']}` space with whole curves at budgets "
              f"{', '.join(map(str, bb.budgets))} epochs (`{args.table_name}`), each at every budget with its own "
              f"schedule; {len(bb.dropped)} incomplete configs left out; trained by training code "
              f"{bb.meta.get('training_code', 1)} (`train.trial.TRAINING_CODE`; 1 mirrored flipped labels about "
              f"x = 96). Each strategy ran {args.seeds} paired seeds "
-             f"on a simulated clock of {args.budget / 3600:g} h (one worker), proposals answered by the nearest pool "
-             "config. Figure: test RMSE px of the config chosen on validation so far; IQM over seeds with a "
+             f"on a simulated clock of {args.budget / 3600:g} h (one worker), {ANSWERED[args.untried]}. Figure: test RMSE px of the config chosen on validation so far; IQM over seeds with a "
              "bootstrap 95% interval. Before a strategy's first full-budget result its value is the pool's worst "
-             "test RMSE.", "", f"![replay]({png})", "", head, "|---|" + "---|" * (len(marks) + 3)]
+             "test RMSE.", "", f"![replay]({png})", "", head, "|---|" + "---|" * (len(marks) + 4)]
     for name, s in stats.items():
         rs = replays[name]
         cells = [f"{s['iqm'][i]:.3f} [{s['lo'][i]:.3f}, {s['hi'][i]:.3f}]" for i in idx]
         lines.append(f"| {name}{f' ({LABELS[name]})' if name in LABELS else ''} | " + " | ".join(cells)
                      + f" | {np.mean([r.trials for r in rs]):.1f} | {np.mean([len(r.events) for r in rs]):.1f}"
-                     + f" | {np.mean([len(r.configs) for r in rs]):.1f} |")
+                     + f" | {np.mean([len(r.configs) for r in rs]):.1f} | {_spent(rs)} |")
+    spent = [name for name in stats if 2 * sum(r.spent_at is not None for r in replays[name]) > args.seeds]
+    if spent:
+        lines += ["", f"In {len(spent)} of {len(stats)} strategies most seeds tried every pool config before the "
+                  "budget ran out: on this pool they end where the pool's best config is, whatever they are, and "
+                  "cannot be told apart. A pool too small for the budget shows here, not as a verdict."]
     return "\n".join(lines)
+
+
+def _spent(replays) -> str:
+    times = [r.spent_at for r in replays if r.spent_at is not None]
+    return f"{len(times)} (mean at {np.mean(times) / 60:.0f} min)" if times else "0"
 
 
 @cli
@@ -247,9 +281,13 @@ def main(argv=None):
     ap.add_argument("--seeds", type=int, default=20)
     ap.add_argument("--budget", type=float, default=7200, help="simulated seconds per search (default: 2 h)")
     ap.add_argument("--presets", action="store_true", help="warm-start each strategy with the space's presets")
+    ap.add_argument("--untried", action="store_true",
+                    help="tabular: answer each new proposal by the nearest pool config not yet tried, and tell the "
+                         "sampler that config (else by the nearest, tried or not, at its full cost again)")
     ap.add_argument("--complete-only", action="store_true",
                     help="leave out configs whose curves lack a budget or an epoch (else: refuse the table)")
-    ap.add_argument("--out", default=str(HERE / "replay"), help="folder for replay.png and replay.json")
+    ap.add_argument("--out", default=None, help="folder for replay.png and replay.json (default: bench/replay, or "
+                                                "bench/replay-untried with --untried)")
     ap.add_argument("--no-results", action="store_true", help="do not write the section of bench/results.md")
     args = ap.parse_args(argv)
     strategies = [s.strip() for s in args.strategies.split(",") if s.strip()]
@@ -284,22 +322,23 @@ def main(argv=None):
     for name in strategies:
         replays[name] = []
         for seed in range(args.seeds):
-            replays[name].append(simulate(bb, name, seed, args.budget, args.presets))
+            replays[name].append(simulate(bb, name, seed, args.budget, args.presets, args.untried))
         curves[name] = np.stack([best_so_far(r, grid, empty) for r in replays[name]])
         print(f"[replay] {name}: {args.seeds} seeds, mean {np.mean([r.trials for r in replays[name]]):.1f} trials, "
               f"IQM at {args.budget / 60:g} min {iqm(curves[name])[-1]:.3f} px "
               f"({time.perf_counter() - t0:.0f} s so far)", flush=True)
     stats = summarise(curves, grid)
-    out = Path(args.out)
+    folder = "replay-untried" if args.untried else "replay"
+    out = Path(args.out) if args.out else HERE / folder
     out.mkdir(parents=True, exist_ok=True)
-    plot(stats, grid, out / "replay.png", f"Replay on {len(bb)} real configs, {args.seeds} seeds")
+    plot(stats, grid, out / "replay.png", f"Replay on {len(bb)} real configs{', each tried once (--untried)' if args.untried else ''}, {args.seeds} seeds")
     (out / "replay.json").write_text(json.dumps({"grid_s": grid.tolist(), "stats": stats, "pool": len(bb),
                                                  "seeds": args.seeds, "budget_s": args.budget}, indent=1))
-    md = markdown(stats, grid, replays, bb, args, "replay/replay.png" if out == HERE / "replay" else str(out / "replay.png"))
+    md = markdown(stats, grid, replays, bb, args, f"{folder}/replay.png" if out == HERE / folder else str(out / "replay.png"))
     print(md)
     if not args.no_results and not args.study:
         from bench.sections import update
-        update("replay", md)
+        update(folder, md)
 
 
 if __name__ == "__main__":

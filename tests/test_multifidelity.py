@@ -293,6 +293,26 @@ def test_replay_picks_on_validation_reports_test_and_keeps_its_clock(tmp_path):
     assert asha.trials > len(asha.events)
 
 
+def test_an_untried_replay_runs_each_pool_config_once_tells_the_sampler_that_config_and_ends_when_spent(tmp_path):
+    meta, rows = curves.read(_table(tmp_path, _pool()))
+    bb = Blackbox(spaces.get("cnn"), meta, rows, "t.jsonl")
+    assert bb.nearest({"model": "cnn", "blocks": 5, "learning_rate": 2.9e-3}, among=["c0", "c1"]) == "c1"
+    for strategy in ("random", "tpe"):
+        again = replay.simulate(bb, strategy, 0, budget_s=1000.0)  # 1-NN: 4 configs, 200 full runs of them
+        assert len(again.events) == 200 and again.spent_at is None
+        r = replay.simulate(bb, strategy, 0, budget_s=1000.0, untried=True)
+        assert sorted(e[3] for e in r.events) == ["c0", "c1", "c2", "c3"] and r.trials == 4
+        assert r.spent_at == pytest.approx(20.0)  # 4 full runs of 5 s, then nothing left to try
+    told = replay.simulate(bb, "tpe", 1, budget_s=1000.0, untried=True).study  # the sampler sees these trials
+    complete = [t.params for t in told.trials if t.state.name == "COMPLETE"]
+    pool = [bb.params(c) for c in bb.ids]
+    assert len(complete) == 4 and all({k: p[k] for k in ("blocks", "learning_rate")} in
+                                      [{k: q[k] for k in ("blocks", "learning_rate")} for q in pool] for p in complete)
+    # under ASHA the pool's best goes on to the full budget before the pool is spent
+    asha = replay.simulate(bb, "random+asha", 0, budget_s=1000.0, untried=True)
+    assert len(asha.configs) == 4 and [e[3] for e in asha.events] == ["c3"] and asha.spent_at is not None
+
+
 def test_a_replayed_config_too_slow_for_its_share_stops_after_three_epochs_as_the_engine_does(tmp_path):
     rows = _pool(1, 4)
     rows[-1].update(epoch_s=[1.0, 30.0, 32.0, 30.0], wall_s=95.0)  # the pool's best config, slow from epoch 2 on
