@@ -56,7 +56,7 @@ class Replay:
     events: list = field(default_factory=list)  # (seconds, val, test, config_id) of each full-budget trial
     trials: int = 0
     configs: set = field(default_factory=set)
-    spent_at: float | None = None  # simulated seconds at which a tabular replay had tried every pool config
+    spent_at: float | None = None  # simulated seconds at which the last pool config not yet tried started
     study: object = None  # the Optuna study: what the sampler was told
 
 
@@ -93,23 +93,30 @@ def simulate(bb, strategy: str, seed: int, budget_s: float, presets: bool = Fals
     # random one, and the same replay command gave another result each run
     study = optuna.create_study(study_name=f"replay-{strategy}-{seed}", sampler=make_sampler(sampler_name, bb.space, seed, starts),
                                 pruner=make_pruner(pruner_name, full, rungs))
-    for preset in starts:
-        study.enqueue_trial(preset, user_attrs={"warm_start": True})
+    taken: list[str] = []
+    for preset in starts:  # under --untried, as its nearest pool config not yet taken (the pool may lack it)
+        if untried and len(taken) < len(bb):
+            taken.append(bb.nearest(preset, among=[c for c in bb.ids if c not in taken]))
+            study.enqueue_trial(bb.params(taken[-1]), user_attrs={"warm_start": True, "pool": taken[-1]})
+        elif not untried:
+            study.enqueue_trial(preset, user_attrs={"warm_start": True})
     out, clock = Replay(strategy, seed), 0.0
     by_rung = pruner_name in RUNG_PRUNERS
     while clock < budget_s:
         trial = study.ask()
         proposal = sample(bb.space, OptunaSuggest(trial))
-        if untried and not trial.user_attrs:  # a warm start or a promotion names its pool config exactly
+        # under --untried a new proposal is swapped for the nearest config not yet tried, and the sampler told that
+        # config's own values; a promotion, a warm start and a swapped proposal name their pool config exactly.
+        # Optuna runs waiting trials first, so a new proposal comes only when none waits: the swap's is next.
+        if untried and "promoted_from" not in trial.user_attrs and "pool" not in trial.user_attrs:
             left = [c for c in bb.ids if c not in out.configs]
             study.tell(trial, state=TrialState.FAIL)
             if not left and by_rung and queue_promotions(study, last=True):
                 continue  # as the engine once --trials is spent: the best at each rung goes on, rivals or not
             if not left:
-                out.spent_at = clock
                 break
             cid = bb.nearest(proposal, among=left)
-            study.enqueue_trial(bb.params(cid))
+            study.enqueue_trial(bb.params(cid), user_attrs={**trial.user_attrs, "pool": cid})
             trial = study.ask()
             sample(bb.space, OptunaSuggest(trial))
         else:
@@ -117,6 +124,8 @@ def simulate(bb, strategy: str, seed: int, budget_s: float, presets: bool = Fals
         runs = bb.runs[cid]
         out.trials += 1
         out.configs.add(cid)
+        if out.spent_at is None and len(out.configs) == len(bb):
+            out.spent_at = clock  # the last untried config starts
         state, value = TrialState.COMPLETE, None
         warm = bool(trial.user_attrs.get("warm_start"))
         if by_rung and warm:  # as search/optuna_engine.py: straight to the full budget, its rung epochs as bars

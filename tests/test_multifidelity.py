@@ -299,18 +299,25 @@ def test_an_untried_replay_runs_each_pool_config_once_tells_the_sampler_that_con
     assert bb.nearest({"model": "cnn", "blocks": 5, "learning_rate": 2.9e-3}, among=["c0", "c1"]) == "c1"
     for strategy in ("random", "tpe"):
         again = replay.simulate(bb, strategy, 0, budget_s=1000.0)  # 1-NN: 4 configs, 200 full runs of them
-        assert len(again.events) == 200 and again.spent_at is None
+        assert len(again.events) == 200 and (again.spent_at or 1e9) > 15.0  # repeats before a 4th config, if ever
         r = replay.simulate(bb, strategy, 0, budget_s=1000.0, untried=True)
         assert sorted(e[3] for e in r.events) == ["c0", "c1", "c2", "c3"] and r.trials == 4
-        assert r.spent_at == pytest.approx(20.0)  # 4 full runs of 5 s, then nothing left to try
+        assert r.spent_at == pytest.approx(15.0)  # the 4th full run of 5 s starts; then nothing is left to try
+        states = [t.state.name for t in r.study.trials]
+        # each proposal closed (never left RUNNING, which a constant-liar TPE counts as pending), the 5th finding
+        # the pool spent
+        assert states.count("COMPLETE") == 4 and states.count("FAIL") == 5 and "RUNNING" not in states
     told = replay.simulate(bb, "tpe", 1, budget_s=1000.0, untried=True).study  # the sampler sees these trials
-    complete = [t.params for t in told.trials if t.state.name == "COMPLETE"]
-    pool = [bb.params(c) for c in bb.ids]
-    assert len(complete) == 4 and all({k: p[k] for k in ("blocks", "learning_rate")} in
-                                      [{k: q[k] for k in ("blocks", "learning_rate")} for q in pool] for p in complete)
+    complete = [t for t in told.trials if t.state.name == "COMPLETE"]
+    assert len(complete) == 4 and all(t.params[k] == v for t in complete for k, v in bb.params(t.user_attrs["pool"]).items())
     # under ASHA the pool's best goes on to the full budget before the pool is spent
     asha = replay.simulate(bb, "random+asha", 0, budget_s=1000.0, untried=True)
     assert len(asha.configs) == 4 and [e[3] for e in asha.events] == ["c3"] and asha.spent_at is not None
+    # a warm start the pool lacks is swapped for a pool config too, the sampler told that config, not the preset
+    warm = replay.simulate(bb, "random+asha", 0, budget_s=1000.0, presets=True, untried=True)
+    starts = [t for t in warm.study.trials if t.user_attrs.get("warm_start") and t.state.name != "FAIL"]
+    assert starts and all(t.params[k] == v for t in starts for k, v in bb.params(t.user_attrs["pool"]).items())
+    assert len(warm.configs) == 4
 
 
 def test_a_replayed_config_too_slow_for_its_share_stops_after_three_epochs_as_the_engine_does(tmp_path):

@@ -5,10 +5,6 @@ import signal
 import sys
 import threading
 
-from train import quiet_tf
-
-quiet_tf.install()  # at import: a command's own modules may load TensorFlow before its main runs
-
 
 class UserError(Exception):
     """Bad input from the user: printed as one line, exit status 2, no traceback."""
