@@ -16,8 +16,6 @@ import sys
 import time
 from pathlib import Path
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's start-up chatter would bury our lines
-
 import numpy as np  # noqa: E402
 
 from train.errors import DataError, UserError, cli, first_line  # noqa: E402

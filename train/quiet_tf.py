@@ -16,6 +16,8 @@ import re
 import sys
 import threading
 
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")  # its INFO lines (the CPU's instruction sets), which it can hide
+
 CHATTER = re.compile(rb"^(WARNING: All log messages before absl::InitializeLog\(\) is called are written to STDERR"
                      rb"|I\d{4} .*\] oneDNN custom operations are on\. .*)$")
 held_back: list[bytes] = []  # what was kept from stderr, for a look (tests)
