@@ -16,10 +16,10 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np  # noqa: E402
+import numpy as np
 
-from train.errors import DataError, UserError, cli, first_line  # noqa: E402
-from train.keypoints import COLUMNS, SIZE  # noqa: E402
+from train.errors import DataError, UserError, cli, first_line
+from train.keypoints import COLUMNS, SIZE
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 READ_PROGRESS_EVERY = 500  # image files between progress lines
