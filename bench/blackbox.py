@@ -52,6 +52,19 @@ def encode(space, config: dict) -> np.ndarray:
     return np.asarray(out, np.float32)
 
 
+def outside(space, config: dict) -> str | None:
+    """The first active parameter whose value the space no longer holds (a table of an older space): a sampler
+    told it would refuse it, and a nearest-config answer would be measured against the wrong ranges."""
+    for p in space.params:
+        if isinstance(p, Fixed) or p.name not in config or not active(p, config):
+            continue
+        v = config[p.name]
+        if isinstance(p, Categorical) and v not in p.choices or isinstance(p, (Int, Float)) and not p.low <= v <= p.high:
+            held = list(p.choices) if isinstance(p, Categorical) else f"[{p.low}, {p.high}]"
+            return f"{p.name}={v!r}, the space holds {held}"
+    return None
+
+
 class Blackbox:
     def __init__(self, space, meta: dict, rows: list[dict], source: str, complete_only: bool = False):
         self.space, self.meta, self.source = space, meta, source
@@ -65,6 +78,10 @@ class Blackbox:
             by_config.setdefault(row["config_id"], {})[int(row["budget"])] = row
         self.runs: dict[str, dict[int, Run]] = {}
         self.dropped: list[str] = []
+        for cid, config in configs.items():
+            if (off := outside(space, config)) is not None:
+                raise UserError(f"{source}: config {cid}: {off}: a table of another version of space "
+                                f"{meta.get('space')!r}")
         for cid, per_budget in by_config.items():
             problem = self._problem(cid, per_budget)
             if problem:

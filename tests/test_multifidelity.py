@@ -264,6 +264,10 @@ def test_a_table_with_missing_epochs_or_budgets_or_of_another_space_or_data_is_r
     meta, rows = curves.read(_table(tmp_path, _pool() + [_row("c8", 1, 3.0, 3.0)]))
     with pytest.raises(UserError, match="config c8 has no run at budget 3 epochs"):
         Blackbox(space, meta, rows, "t.jsonl")
+    odd = _row("c7", 1, 3.0, 3.0, config={"model": "cnn", "blocks": 99, "learning_rate": 1e-3})
+    meta, rows = curves.read(_table(tmp_path, _pool() + [odd, {**odd, "budget": 3}]))
+    with pytest.raises(UserError, match=r"config c7: blocks=99, the space holds \[\d+, \d+\]: a table of another version"):
+        Blackbox(space, meta, rows, "t.jsonl")
     with pytest.raises(UserError, match="a table of space 'mobilenetv2', not 'cnn'"):
         check_table({**meta, "space": "mobilenetv2"}, "t.jsonl", "cnn", None)
     with pytest.raises(UserError, match="a table of data abc, this data is def"):
