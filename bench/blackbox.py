@@ -122,13 +122,13 @@ class Blackbox:
 
     def nearest(self, config: dict, among: list[str] | None = None) -> str:
         """`among`: only these pool configs (a tabular replay's untried ones); default, the whole pool."""
-        rows = range(len(self.ids)) if among is None else [self.ids.index(cid) for cid in among]
-        distance = ((self.matrix[list(rows)] - encode(self.space, config)) ** 2).sum(axis=1)
-        return self.ids[list(rows)[int(np.argmin(distance))]]
+        rows = list(range(len(self.ids))) if among is None else [self.ids.index(cid) for cid in among]
+        distance = ((self.matrix[rows] - encode(self.space, config)) ** 2).sum(axis=1)
+        return self.ids[rows[int(np.argmin(distance))]]
 
     def params(self, cid: str) -> dict:
         """A pool config as a sampler's trial values: its own parameters, none of the space's fixed ones."""
-        names = {p.name for p in self.space.params if not isinstance(p, Fixed)}
+        names = self.space.searched
         return {k: v for k, v in self.configs[cid].items() if k in names}
 
     def __len__(self) -> int:

@@ -51,6 +51,11 @@ class Space:
     max_params: int | None = None               # search.run's default --max-params
     quick_budget: dict = field(default_factory=dict)  # trials/epochs/timeout when search.run gets none of them
 
+    @property
+    def searched(self) -> set:
+        """The names an engine samples: every parameter but the fixed ones."""
+        return {p.name for p in self.params if not isinstance(p, Fixed)}
+
     def __post_init__(self):
         seen = set()
         for p in self.params:
@@ -87,7 +92,7 @@ def sample(space: Space, suggest: Suggest) -> dict:
 def warm_starts(space) -> list[dict]:
     """The space's presets written in its own parameters, as trial values: what a search starts from (Optuna's
     warm starts, bench.replay, bench.workers)."""
-    names = {p.name for p in space.params if not isinstance(p, Fixed)}
+    names = space.searched
     own = [preset for preset in space.presets if set(preset) <= names | set(space.fixed)
            and all(preset.get(k, v) == v for k, v in space.fixed.items())]  # {"model": "manual"} is another model
     return [values for values in ({k: v for k, v in p.items() if k in names} for p in own) if values]

@@ -20,15 +20,12 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")  # its INFO lines (the CPU's 
 
 CHATTER = re.compile(rb"^(WARNING: All log messages before absl::InitializeLog\(\) is called are written to STDERR"
                      rb"|I\d{4} .*\] oneDNN custom operations are on\. .*)$")
-held_back: list[bytes] = []  # what was kept from stderr, for a look (tests)
 
 
 def _pass_on(read_end: int, to: int) -> None:
     with os.fdopen(read_end, "rb") as lines:
         for line in lines:
-            if CHATTER.match(line.rstrip(b"\n")):
-                held_back.append(line)
-            else:
+            if not CHATTER.match(line.rstrip(b"\n")):
                 os.write(to, line)
 
 
