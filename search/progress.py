@@ -82,6 +82,10 @@ class Progress:
     def rung_ended(self, rung: str, rmse: float) -> None:
         self._say(f"rung {rung} epochs: val_rmse {rmse:.3f}")
 
+    def note(self, text: str) -> None:
+        """Something the running trial decided that a watcher should know (a re-planned schedule)."""
+        self._say(text)
+
     def epoch(self, epoch: int, epochs: int, val_rmse: float) -> None:
         self._say(f"epoch {epoch + 1}/{epochs} val_rmse {val_rmse:.3f}")
 

@@ -44,12 +44,13 @@ class TrialRunner:
         run_id = self.tracker.start_trial(self.parent_id, self.study, engine, number, logged, tags)
 
         spent = []
+        planned = [capped.epochs]  # shortened when the schedule is re-planned to end before the timeout
 
         def on_epoch(epoch, logs):
             val = logs.get("val_rmse", float("nan"))
             spent.append(logs.get("epoch_s", float("nan")))
             self.tracker.log_epoch(run_id, epoch, logs)
-            self.progress.epoch(epoch, capped.epochs, val)
+            self.progress.epoch(epoch, planned[0], val)
             if report:
                 report(epoch, val)
             if judge_speed and self.max_epoch_s and epoch == 2 and epoch + 1 < capped.epochs and \
@@ -65,6 +66,12 @@ class TrialRunner:
                     raise Pruned(f"the time budget ran out in epoch {epoch + 1} of rung {refs['fkp_rung']}")
                 raise StopTraining()
 
+        def on_replan(epochs):
+            planned[0] = epochs
+            self.tracker.client.set_tag(run_id, "schedule_fit_to_time", str(epochs))
+            self.progress.note(f"the time left fits {epochs} of {capped.epochs} epochs: the learning-rate schedule "
+                               f"now ends at epoch {epochs}")
+
         try:  # from here on, whatever happens closes the MLflow run with a status
             self.tracker.log_dataset(run_id, self.data)
             if on_start:
@@ -77,7 +84,10 @@ class TrialRunner:
                 pass
             self.progress.trial_started(engine, number, config, (refs or {}).get("fkp_rung"))
             with tempfile.TemporaryDirectory(prefix="fkp-trial-") as out:
-                result = run_trial(config, self.data, settings, on_epoch=on_epoch, out_dir=out)
+                # a rung is a forecast at its own budget: shortened it would be ranked as if it had run that budget
+                fit = self.seconds_left if self.seconds_left is not None and not (refs or {}).get("fkp_rung") else None
+                result = run_trial(config, self.data, settings, on_epoch=on_epoch, out_dir=out, seconds_left=fit,
+                                   on_replan=on_replan)
                 self.tracker.end_trial(run_id, "finished", result)
         except Rejected as exc:
             self.tracker.end_trial(run_id, "rejected", error=str(exc))

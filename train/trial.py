@@ -21,6 +21,7 @@ from train.augment import augment
 from train.errors import Rejected, UserError  # noqa: F401  (Rejected: engines import it from here)
 from train.impute import impute
 from train.models import build, resolve, set_output_bias
+from train.schedules import ONECYCLE_WARMUP, FitToTime, Replannable, learning_rate, optimizer
 from train.split import split3
 
 _prepared: "OrderedDict[tuple, tuple]" = OrderedDict()  # augmented training sets, reused across trials
@@ -106,41 +107,6 @@ def training_set(data, train_idx, cfg, settings: TrialSettings):
     return _prepared[key]
 
 
-SCHEDULES = ("constant", "cosine", "onecycle")
-ONECYCLE_WARMUP = 0.3  # of the steps: the learning rate rises, so no early stopping before it ends
-
-
-def learning_rate(cfg, total_steps: int):
-    """The schedule is planned over the trial's full epoch budget; pruning or early stopping may cut it."""
-    lr, name = float(cfg["learning_rate"]), cfg.get("schedule", "constant")
-    if name == "constant":
-        return lr
-    if name == "cosine":
-        return keras.optimizers.schedules.CosineDecay(lr, decay_steps=max(total_steps, 1), alpha=0.01)
-    if name == "onecycle":  # linear warm-up over the first 30% (ONECYCLE_WARMUP), then cosine down
-        warm = max(int(ONECYCLE_WARMUP * total_steps), 1)
-        return keras.optimizers.schedules.CosineDecay(lr / 20, decay_steps=max(total_steps - warm, 1), alpha=0.01,
-                                                      warmup_target=lr, warmup_steps=warm)
-    raise UserError(f"unknown schedule {name!r} (choose from {', '.join(SCHEDULES)})")
-
-
-def _optimizer(cfg, total_steps: int):
-    lr = learning_rate(cfg, total_steps)
-    name = cfg["optimizer"]
-    decay = float(cfg.get("weight_decay", 0.0))
-    if name == "adam" and decay:
-        name = "adamw"  # decoupled decay: Adam's L2 would be scaled away by its own normalisation
-    if name == "adam":
-        return keras.optimizers.Adam(lr)
-    if name == "adamw":
-        return keras.optimizers.AdamW(lr, weight_decay=decay or 1e-4)
-    if name == "rmsprop":
-        return keras.optimizers.RMSprop(lr)
-    if name == "sgd":
-        return keras.optimizers.SGD(lr, momentum=0.9, nesterov=True)
-    raise UserError(f"unknown optimizer {name!r} (choose adam, adamw, rmsprop or sgd)")
-
-
 def check_limits(model, settings: TrialSettings) -> tuple[int, float]:
     """A built model over --max-params or --max-mmacs is refused before any training: (params, MMACs) if not."""
     params = int(model.count_params())
@@ -173,9 +139,12 @@ def own_settings(settings: TrialSettings, cfg: dict) -> TrialSettings:
 
 def run_trial(config: dict, data, settings: TrialSettings | None = None,
               on_epoch: Callable[[int, dict], None] | None = None, out_dir=None, teacher=None,
-              distil_alpha: float = 0.5) -> TrialResult:
+              distil_alpha: float = 0.5, seconds_left: Callable[[], float] | None = None,
+              on_replan: Callable[[int], None] | None = None) -> TrialResult:
     """Train `config` on `data` and measure it. `on_epoch(epoch, logs)` may raise `Pruned`.
-    `teacher`: a Keras model whose predictions on each augmented batch are soft targets (distillation)."""
+    `teacher`: a Keras model whose predictions on each augmented batch are soft targets (distillation).
+    `seconds_left`: the time the trial may still train; when its epochs will not fit, the schedule is shortened
+    to end in it (`schedules.FitToTime`), and `on_replan(epochs)` hears the new epoch count."""
     cfg = resolve(config)
     settings = own_settings(settings or TrialSettings(), cfg)
     if not data.labelled:
@@ -198,12 +167,18 @@ def run_trial(config: dict, data, settings: TrialSettings | None = None,
     batch = int(cfg["batch_size"])
     steps = -(-len(x_train) // batch)
     loss = masked_mse if teacher is None else DistilLoss(distil_alpha)
-    model.compile(optimizer=_optimizer(cfg, steps * settings.epochs), loss=loss, metrics=[MaskedRMSE()],
+    lr = learning_rate(cfg, steps * settings.epochs)
+    if seconds_left is not None and not isinstance(lr, float):  # a constant rate has nothing to shorten
+        lr = Replannable(lr, steps * settings.epochs)
+    model.compile(optimizer=optimizer(cfg, lr), loss=loss, metrics=[MaskedRMSE()],
                   jit_compile=bool(cfg.get("jit_compile", False)))
     train_ds = dataset(x_train, y_train, batch, float(cfg.get("aug_strength", 0.0)), bool(cfg.get("aug_flip", False)),
                        settings.weights_seed, teacher=teacher)
     hook = _EpochHook(on_epoch)
     callbacks = [hook, keras.callbacks.TerminateOnNaN()]
+    if seconds_left is not None:
+        callbacks.append(FitToTime(seconds_left, lr if isinstance(lr, Replannable) else None, steps,
+                                   settings.epochs, on_replan))
     watch = {}
     if not settings.refit:
         # one-cycle's rising learning rate makes validation worse by design: judging a run before its warm-up
