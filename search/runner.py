@@ -67,10 +67,11 @@ class TrialRunner:
                 raise StopTraining()
 
         def on_replan(epochs):
+            if planned[0] == capped.epochs:  # said once; later moves show in each epoch's "i/N"
+                self.progress.note(f"the time left fits {epochs} of {capped.epochs} epochs: the learning-rate "
+                                   f"schedule now ends at epoch {epochs}")
             planned[0] = epochs
             self.tracker.client.set_tag(run_id, "schedule_fit_to_time", str(epochs))
-            self.progress.note(f"the time left fits {epochs} of {capped.epochs} epochs: the learning-rate schedule "
-                               f"now ends at epoch {epochs}")
 
         try:  # from here on, whatever happens closes the MLflow run with a status
             self.tracker.log_dataset(run_id, self.data)

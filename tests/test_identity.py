@@ -184,6 +184,26 @@ def test_a_rung_run_cut_by_the_time_budget_is_pruned_not_measured_as_if_its_sche
     assert "rmse" not in run.data.metrics  # no rung value to rank
 
 
+def test_a_full_trial_the_clock_would_cut_says_it_replanned_and_a_rung_never_replans(tmp_path, capsys):
+    runner, tracker = _runner(tmp_path)
+    runner.settings.epochs = 8
+    onecycle = {**TINY, "schedule": "onecycle", "learning_rate": 1e-2}
+
+    def clock():  # the runner and the re-plan each read the clock once an epoch: 10 s an epoch after the first
+        for left in (55, 45, 35, 25, 15, 5):
+            yield from (left, left)
+    runner.seconds_left = clock().__next__
+    runner("optuna", 0, onecycle)
+    runner.seconds_left = clock().__next__
+    runner("optuna", 1, onecycle, refs={"fkp_rung": "6/8"}, epochs=6)
+    full, rung = sorted(tracker.trials(), key=lambda r: r.data.tags["fkp_budget"])
+    assert full.data.tags["schedule_fit_to_time"] == "5" and full.data.metrics["epochs"] == 5
+    assert "stopped_by_timeout" not in full.data.tags  # it ended its own (shorter) schedule before the clock did
+    assert "schedule_fit_to_time" not in rung.data.tags and rung.data.metrics["epochs"] == 6
+    out = capsys.readouterr().out
+    assert "the time left fits 5 of 8 epochs" in out and "epoch 4/5" in out
+
+
 def test_a_config_proposed_twice_is_trained_and_listed_once(tmp_path, monkeypatch):
     import search.runner as runner_mod
     train_tiny_instead(monkeypatch, runner_mod, TINY)
