@@ -21,6 +21,10 @@ class Budget:
     study: str
     # the process's clock until an engine puts in its study's own (search/study_clock.py)
     clock: object = field(default_factory=LocalClock)
+    # the fewest seconds a trial here took from its start to the end of its first epoch (0 until one has): with
+    # less left, a new trial could not finish one epoch, and the quick start's second trial spent 25 s past the
+    # deadline for a 1-epoch model
+    first_epoch_s: float = 0.0
 
     def used(self) -> float:
         return self.clock.used()
@@ -29,8 +33,12 @@ class Budget:
         return None if self.timeout is None else max(self.timeout - self.used(), 0.0)
 
     def expired(self) -> bool:
+        """No time for another trial: none left, or less than a trial needs to finish its first epoch."""
         left = self.seconds_left()
-        return left is not None and left <= 0
+        return left is not None and left <= self.first_epoch_s
+
+    def first_epoch_took(self, seconds: float) -> None:
+        self.first_epoch_s = min(self.first_epoch_s or seconds, seconds)
 
 
 class Engine:
@@ -64,6 +72,7 @@ def run_engine(engine: Engine, space, tracker, data, settings, budget: Budget, p
     progress.used = budget.used
     runner = TrialRunner(data, settings, tracker, progress, budget.study, parent, key)
     runner.seconds_left = progress.seconds_left
+    runner.on_first_epoch = budget.first_epoch_took
     try:
         if budget.expired():
             print(f"[{engine.name}] --timeout reached before this engine started", flush=True)

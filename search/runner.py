@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import tempfile
+import time
 
 from train.errors import Terminated
 from train.models import resolve
@@ -20,6 +21,7 @@ class TrialRunner:
         # of a run's third epoch on the faster of its second and third (the first also builds the graph, and one
         # epoch alone is noisy), in the first run of the config long enough to tell (the engine says which).
         self.max_epoch_s: float | None = None
+        self.on_first_epoch = None  # hears the seconds from a trial's start to the end of its first epoch
 
     @property
     def budget_key(self) -> dict:
@@ -47,6 +49,8 @@ class TrialRunner:
         planned = [capped.epochs]  # shortened when the schedule is re-planned to end before the timeout
 
         def on_epoch(epoch, logs):
+            if epoch == 0 and self.on_first_epoch:
+                self.on_first_epoch(time.perf_counter() - started)
             val = logs.get("val_rmse", float("nan"))
             spent.append(logs.get("epoch_s", float("nan")))
             self.tracker.log_epoch(run_id, epoch, logs)
@@ -60,7 +64,7 @@ class TrialRunner:
                 raise TooSlow(f"too slow for the time budget: {took:.0f} s/epoch, about {full:.0f} min for the full "
                               f"{self.settings.epochs} epochs (the limit is {self.max_epoch_s:.0f} s/epoch, "
                               "--max-trial-share)")
-            if self.seconds_left is not None and self.seconds_left() <= 0 and epoch + 1 < capped.epochs:
+            if self.seconds_left is not None and self.seconds_left() <= 0 and epoch + 1 < planned[0]:
                 self.tracker.client.set_tag(run_id, "stopped_by_timeout", str(epoch + 1))
                 if (refs or {}).get("fkp_rung"):  # a rung cut short would be ranked as if it had ended its schedule
                     raise Pruned(f"the time budget ran out in epoch {epoch + 1} of rung {refs['fkp_rung']}")
@@ -84,9 +88,12 @@ class TrialRunner:
             except Exception:  # not a refusal: the trial fails on it below, announced like any other
                 pass
             self.progress.trial_started(engine, number, config, (refs or {}).get("fkp_rung"))
+            started = time.perf_counter()
             with tempfile.TemporaryDirectory(prefix="fkp-trial-") as out:
-                # a rung is a forecast at its own budget: shortened it would be ranked as if it had run that budget
-                fit = self.seconds_left if self.seconds_left is not None and not (refs or {}).get("fkp_rung") else None
+                # a rung (ours, or Keras Tuner's shorter Hyperband runs) is a forecast at its own budget: shortened,
+                # it would be ranked as if it had run that budget
+                short = (refs or {}).get("fkp_rung") or (epochs and epochs < self.settings.epochs)
+                fit = self.seconds_left if self.seconds_left is not None and not short else None
                 result = run_trial(config, self.data, settings, on_epoch=on_epoch, out_dir=out, seconds_left=fit,
                                    on_replan=on_replan)
                 self.tracker.end_trial(run_id, "finished", result)

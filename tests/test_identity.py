@@ -204,6 +204,29 @@ def test_a_full_trial_the_clock_would_cut_says_it_replanned_and_a_rung_never_rep
     assert "the time left fits 5 of 8 epochs" in out and "epoch 4/5" in out
 
 
+def test_no_trial_starts_with_less_time_left_than_a_trial_here_took_to_finish_its_first_epoch(tmp_path):
+    from search.engine import Budget
+
+    class Clock:
+        used_s = 0.0
+
+        def used(self):
+            return self.used_s
+
+    budget = Budget(trials=6, timeout=420, seed=0, study="s", clock=Clock())
+    runner, _ = _runner(tmp_path)
+    runner.on_first_epoch = budget.first_epoch_took  # as search/engine.py:run_engine wires it
+    runner("optuna", 0, TINY)
+    took = budget.first_epoch_s
+    assert took > 0
+    budget.clock.used_s = 420 - took - 1
+    assert not budget.expired()  # one first epoch still fits
+    budget.clock.used_s = 420 - took + 0.01
+    assert budget.expired()
+    budget.first_epoch_took(took * 10)  # a slower trial does not raise the bar: the fastest first epoch sets it
+    assert budget.first_epoch_s == took
+
+
 def test_a_config_proposed_twice_is_trained_and_listed_once(tmp_path, monkeypatch):
     import search.runner as runner_mod
     train_tiny_instead(monkeypatch, runner_mod, TINY)

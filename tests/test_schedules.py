@@ -36,6 +36,19 @@ def test_an_unreplanned_plan_is_the_schedule_itself_and_a_replanned_one_is_conti
     assert _lr(again, 525) == pytest.approx(_lr(plan, 525), rel=1e-6)
 
 
+def test_a_replan_reaches_the_compiled_train_step():
+    import keras
+    plan = Replannable(keras.optimizers.schedules.PolynomialDecay(1.0, 10, end_learning_rate=0.0), 10)  # 1 - s/10
+    model = keras.Sequential([keras.Input((1,)), keras.layers.Dense(1, use_bias=False, kernel_initializer="zeros")])
+    model.compile(optimizer=keras.optimizers.SGD(plan), loss=lambda y, pred: keras.ops.mean(pred))  # gradient 1
+    x, y = np.ones((1, 1), "float32"), np.zeros((1, 1), "float32")
+    model.train_on_batch(x, y)  # step 0 at rate 1.0, traced before any re-plan
+    plan.replan(1, 4)  # the 9 planned steps left now run in 3
+    model.train_on_batch(x, y)  # step 1: planned step 1, rate 0.9
+    model.train_on_batch(x, y)  # step 2: planned step 4, rate 0.6 (0.8 if the trace had kept the old plan)
+    assert float(model.get_weights()[0][0, 0]) == pytest.approx(-(1.0 + 0.9 + 0.6), rel=1e-5)
+
+
 def _clock(*lefts):
     """The time left as the trial's clock reads it at each epoch's end."""
     it = iter(lefts)
@@ -81,3 +94,16 @@ def test_a_pace_that_improves_moves_the_end_back_out(tmp_path):
     assert replans == [5, 7, 10] and result.metrics["epochs"] == 10
     trained, decayed = _final_rate(result, 10)
     assert trained == pytest.approx(decayed, rel=1e-4)
+
+
+@pytest.mark.parametrize("lefts, end", [((50, 40, 20), 4),  # one epoch fits only without the reserve: it runs
+                                        ((50, 40, 15), 3)])  # not even one: training stops now
+def test_under_two_epochs_left_the_schedule_ends_with_the_next_epoch_or_now(tmp_path, lefts, end):
+    faces = data.load(write_training_csv(tmp_path / "t.csv", n=24))
+    replans = []
+    result = run_trial(CONFIG, faces, TrialSettings(epochs=8, split="random", patience=100),
+                       seconds_left=_clock(*lefts), on_replan=replans.append, out_dir=tmp_path / "o")
+    assert replans == [end] and result.metrics["epochs"] == end
+    if end == 4:
+        trained, decayed = _final_rate(result, 8)
+        assert trained == pytest.approx(decayed, rel=1e-4)

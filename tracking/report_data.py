@@ -52,6 +52,8 @@ def _study_cells(tracker, study: str) -> dict:
             max_epochs = parents[parent]
         if p.get("max_epochs"):  # a capped row: its own cap, when below the study's
             max_epochs = min(int(float(p["max_epochs"])), int(float(max_epochs or p["max_epochs"])))
+        if tags.get("schedule_fit_to_time"):  # its schedule was re-planned to end there: it ran its whole budget
+            max_epochs = int(tags["schedule_fit_to_time"])
         runs[(p["cell_model"], p["cell_column"], int(p.get("repeat", 0)))] = {
             **run.data.metrics, "run_id": run.info.run_id, "max_epochs": max_epochs, "patience": tags.get("patience"),
             "timed_out": "stopped_by_timeout" in tags, "retimed": tags.get("retimed_at"),

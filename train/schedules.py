@@ -1,13 +1,6 @@
-"""Learning-rate schedules and optimizers, and the re-plan that fits a schedule into the time a trial has left.
-
-A decaying schedule is planned over the trial's full epoch budget. When a search's --timeout would cut a trial
-before that budget ends, the trial would stop mid-schedule, its learning rate still high (on a machine with 9-s
-epochs the quick start's preset stopped at epoch 39 of 75: 1.622 px instead of 1.371). `FitToTime` measures the
-epochs, and when they will not all fit, re-plans the rest of the schedule to end, decayed, in the time left.
-"""
+"""Learning-rate schedules and optimizers; `Replannable` lets a schedule be re-planned mid-training
+(train/fit_to_time.py does, when a trial's epochs will not fit in the time it has left)."""
 from __future__ import annotations
-
-import math
 
 import keras
 
@@ -81,44 +74,3 @@ class Replannable(keras.optimizers.schedules.LearningRateSchedule):
         return {"inner": keras.optimizers.schedules.serialize(self.inner), "total_steps": self.total_steps,
                 "anchor": float(self.anchor.numpy()), "base": float(self.base.numpy()),
                 "rate": float(self.rate.numpy())}
-
-
-class FitToTime(keras.callbacks.Callback):
-    """At the end of each epoch from the third on, when the epochs left will not fit in `seconds_left()` at the
-    measured pace, re-plan the schedule to end with the last epoch that fits, and stop training there.
-
-    The pace is read off the clock itself: what `seconds_left()` lost per epoch since the end of the first
-    (which also builds the graph), so the tracking and display between epochs count too, and one slow epoch
-    weighs no more than its share (the slower of the last two epochs, tried first, stopped the quick start's
-    preset at epoch 39 with 2 of its 7 minutes unused). Each epoch re-plans from where the schedule is, so a
-    pace that changes moves the end both ways without a jump in the rate; the end moves later only by 2 epochs
-    or more, so a pace at the edge does not flip the plan every epoch. `reserve` epochs' worth of time is kept
-    for what follows training (scoring, saving, logging)."""
-
-    def __init__(self, seconds_left, schedule: Replannable | None, steps_per_epoch: int, epochs: int,
-                 on_replan=None, reserve: float = 1.0):
-        super().__init__()
-        self.seconds_left, self.schedule, self.steps = seconds_left, schedule, steps_per_epoch
-        self.epochs = self.end = epochs  # the budget, and the epoch count training now ends at
-        self.on_replan, self.reserve = on_replan, reserve
-        self.first_left = None  # seconds left at the end of the first epoch
-
-    def on_epoch_end(self, epoch, logs=None):
-        done = epoch + 1
-        if done >= self.end:
-            self.model.stop_training = True
-            return
-        left = self.seconds_left()
-        if done == 1:
-            self.first_left = left
-        if done < 3 or self.schedule is None or self.first_left is None:
-            return
-        pace = (self.first_left - left) / (done - 1)
-        fit = math.floor(left / pace - self.reserve) if pace > 0 else self.epochs
-        end = min(self.epochs, done + fit)
-        if fit <= 0 or end == self.end or self.end < end < self.end + 2:
-            return  # nothing fits (the search's own timeout stops it now), or the plan stands
-        self.end = end
-        self.schedule.replan(done * self.steps, end * self.steps)
-        if self.on_replan:
-            self.on_replan(end)

@@ -21,7 +21,8 @@ from train.augment import augment
 from train.errors import Rejected, UserError  # noqa: F401  (Rejected: engines import it from here)
 from train.impute import impute
 from train.models import build, resolve, set_output_bias
-from train.schedules import ONECYCLE_WARMUP, FitToTime, Replannable, learning_rate, optimizer
+from train.fit_to_time import FitToTime
+from train.schedules import ONECYCLE_WARMUP, Replannable, learning_rate, optimizer
 from train.split import split3
 
 _prepared: "OrderedDict[tuple, tuple]" = OrderedDict()  # augmented training sets, reused across trials
@@ -177,8 +178,8 @@ def run_trial(config: dict, data, settings: TrialSettings | None = None,
     hook = _EpochHook(on_epoch)
     callbacks = [hook, keras.callbacks.TerminateOnNaN()]
     if seconds_left is not None:
-        callbacks.append(FitToTime(seconds_left, lr if isinstance(lr, Replannable) else None, steps,
-                                   settings.epochs, on_replan))
+        callbacks.append(FitToTime(seconds_left, lr if isinstance(lr, Replannable) else None, settings.epochs,
+                                   on_replan))
     watch = {}
     if not settings.refit:
         # one-cycle's rising learning rate makes validation worse by design: judging a run before its warm-up
