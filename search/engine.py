@@ -21,9 +21,9 @@ class Budget:
     study: str
     # the process's clock until an engine puts in its study's own (search/study_clock.py)
     clock: object = field(default_factory=LocalClock)
-    # the fewest seconds a trial here took from its start to the end of its first epoch (0 until one has): with
-    # less left, a new trial could not finish one epoch, and the quick start's second trial spent 25 s past the
-    # deadline for a 1-epoch model
+    # the most seconds a trial here took from its start to the end of its first epoch (0 until one has): with less
+    # left, a new trial may not finish one epoch (the quick start's second trial spent 25 s past the deadline for
+    # a 1-epoch model); the slowest, since the next config may be as big
     first_epoch_s: float = 0.0
 
     def used(self) -> float:
@@ -38,7 +38,7 @@ class Budget:
         return left is not None and left <= self.first_epoch_s
 
     def first_epoch_took(self, seconds: float) -> None:
-        self.first_epoch_s = min(self.first_epoch_s or seconds, seconds)
+        self.first_epoch_s = max(self.first_epoch_s, seconds)
 
 
 class Engine:

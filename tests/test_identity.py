@@ -223,8 +223,10 @@ def test_no_trial_starts_with_less_time_left_than_a_trial_here_took_to_finish_it
     assert not budget.expired()  # one first epoch still fits
     budget.clock.used_s = 420 - took + 0.01
     assert budget.expired()
-    budget.first_epoch_took(took * 10)  # a slower trial does not raise the bar: the fastest first epoch sets it
+    budget.first_epoch_took(took / 10)  # a faster trial does not lower the bar: the next config may be as slow
     assert budget.first_epoch_s == took
+    budget.first_epoch_took(took * 2)
+    assert budget.first_epoch_s == took * 2 and budget.expired()
 
 
 def test_a_config_proposed_twice_is_trained_and_listed_once(tmp_path, monkeypatch):

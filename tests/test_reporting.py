@@ -139,3 +139,22 @@ def test_printed_commands_name_the_venvs_tools(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path / "elsewhere")
     assert stores.tool("mlflow") == str(venv_bin / "mlflow")  # outside it: the full path
     assert stores.tool("no-such-tool") == "no-such-tool"
+
+
+def test_the_quick_start_bench_reads_the_readmes_main_job_and_the_best_full_trial_of_its_store(searched):
+    from pathlib import Path
+
+    from bench import quickstart
+    repo = Path(quickstart.__file__).resolve().parents[1]
+    command = quickstart.main_job_command(repo / "README.md")
+    assert command.startswith("python3 -m venv .venv && ") and "-m search.run" in command
+    # .ci/run runs the README's other command, the tests, exactly
+    test_command = (repo / "README.md").read_text().split(command, 1)[1].split("```")[0]
+    test_command = [ln for ln in test_command.splitlines() if ln.strip() and not ln.startswith("#")][0]
+    assert (repo / ".ci" / "run").read_text().rstrip().splitlines()[-1] == test_command
+    found = quickstart.best_trial(searched / "mlruns")
+    runs = [r for r in Tracker("cnn").trials() if r.data.tags.get("fkp_status") == "finished"]
+    assert found["trials"] == 2 and found["val"] == min(r.data.metrics["rmse"] for r in runs)
+    assert found["epochs"] == 1 and found["fit_to_time"] is None
+    section = quickstart.markdown(command, None, 700.0, found, "0:05", "abc1234")
+    assert "MISSED" in section  # 700 s is over the 10 minutes, whatever the RMSE
