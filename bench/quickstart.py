@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import re
+import shutil
 import subprocess
 import tempfile
 import time
@@ -96,7 +97,7 @@ def main(argv=None):
     update("quickstart" + (f"-cpus-{args.cpus}" if args.cpus else ""), section)
     print(section)
     if not args.keep:
-        subprocess.run(["rm", "-rf", str(root)], check=False)
+        shutil.rmtree(root, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -39,7 +39,7 @@ class FitToTime(keras.callbacks.Callback):
         left = self.seconds_left()
         if done == 1:
             self.first_left = left
-        if done < 3 or self.schedule is None or self.first_left is None or left <= 0:
+        if done < 3 or self.schedule is None or left <= 0:
             return  # no pace yet, nothing to re-plan, or the search's own clock stops the trial now
         pace = (self.first_left - left) / (done - 1)
         fit = math.floor(left / pace - self.reserve) if pace > 0 else self.epochs

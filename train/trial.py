@@ -19,9 +19,9 @@ import numpy as np
 from train import metrics
 from train.augment import augment
 from train.errors import Rejected, UserError  # noqa: F401  (Rejected: engines import it from here)
+from train.fit_to_time import FitToTime
 from train.impute import impute
 from train.models import build, resolve, set_output_bias
-from train.fit_to_time import FitToTime
 from train.schedules import ONECYCLE_WARMUP, Replannable, learning_rate, optimizer
 from train.split import split3
 
@@ -145,7 +145,7 @@ def run_trial(config: dict, data, settings: TrialSettings | None = None,
     """Train `config` on `data` and measure it. `on_epoch(epoch, logs)` may raise `Pruned`.
     `teacher`: a Keras model whose predictions on each augmented batch are soft targets (distillation).
     `seconds_left`: the time the trial may still train; when its epochs will not fit, the schedule is shortened
-    to end in it (`schedules.FitToTime`), and `on_replan(epochs)` hears the new epoch count."""
+    to end in it (`train/fit_to_time.py`), and `on_replan(epochs)` hears the new epoch count."""
     cfg = resolve(config)
     settings = own_settings(settings or TrialSettings(), cfg)
     if not data.labelled:
@@ -168,9 +168,10 @@ def run_trial(config: dict, data, settings: TrialSettings | None = None,
     batch = int(cfg["batch_size"])
     steps = -(-len(x_train) // batch)
     loss = masked_mse if teacher is None else DistilLoss(distil_alpha)
-    lr = learning_rate(cfg, steps * settings.epochs)
+    total_steps = steps * settings.epochs
+    lr = learning_rate(cfg, total_steps)
     if seconds_left is not None and not isinstance(lr, float):  # a constant rate has nothing to shorten
-        lr = Replannable(lr, steps * settings.epochs)
+        lr = Replannable(lr, total_steps)
     model.compile(optimizer=optimizer(cfg, lr), loss=loss, metrics=[MaskedRMSE()],
                   jit_compile=bool(cfg.get("jit_compile", False)))
     train_ds = dataset(x_train, y_train, batch, float(cfg.get("aug_strength", 0.0)), bool(cfg.get("aug_flip", False)),
