@@ -35,6 +35,11 @@ def markdown(report: dict, folder: str) -> str:
         lines += ["", f"Cost: {sum(cost.values()) / 60:.1f} min of training on this machine over {len(cost)} models "
                       "(a step kept from an earlier stage counts at what it cost then; the study's own trials "
                       "not counted)."]
+        if report.get("timeout_s"):
+            trained = report.get("epochs_trained", {})
+            lines += ["", f"Time budget: `--timeout {report['timeout_s']:.0f}`; each step's schedule fitted to its "
+                          "share: " + ", ".join(f"`{n}` {trained.get(n, '?')} epochs in {s:.0f} s"
+                                                for n, s in cost.items()) + "."]
     gain = report.get("distillation_gain_px")
     if gain:
         lines += ["", f"Distillation: {gain['mean']:+.3f} px test RMSE against the student architecture trained "

@@ -140,22 +140,27 @@ class Steps:
     def done(self, name: str) -> dict | None:
         return self.state["steps"].get(name)
 
-    def run(self, name: str, train, epochs: int) -> dict:
-        """`train(folder, on_epoch)` trains one model of `epochs` epochs into `folder`."""
+    def run(self, name: str, train, epochs: int, seconds_left=None) -> dict:
+        """`train(folder, on_epoch, seconds_left, on_replan)` trains one model of `epochs` epochs into `folder`;
+        `seconds_left` (a --timeout's slot, or None) may fit its schedule into fewer."""
         self._reload()  # another stage on this folder may have trained it meanwhile
         self.used += [name] if name not in self.used else []
-        if name in self.state["steps"]:
+        kept = self.state["steps"].get(name)
+        # a step trained in a --timeout's slot may be short, and a student distilled from short teachers: kept
+        # for stages with a time budget, trained again in full by a stage without one
+        if kept and (seconds_left is not None or not kept.get("timed")):
             print(f"[finalize] {name}: done before, kept", flush=True)
-            return self.state["steps"][name]
+            return kept
         folder = self.work / name.replace("/", "_")
         folder.mkdir(parents=True, exist_ok=True)
-        print(f"[finalize] {name}: training", flush=True)
-        result = train(folder, _ticker(name, epochs))
+        print(f"[finalize] {name}: training" + (f" in {seconds_left():.0f} s" if seconds_left else ""), flush=True)
+        tick = _Ticker(name, epochs)
+        result = train(folder, tick, seconds_left, tick.replan)
         (folder / "config.json").write_text(json.dumps(result.config, indent=2, sort_keys=True, default=str))
         entry = {"metrics": {k: v for k, v in result.metrics.items() if isinstance(v, (int, float))},
                  "best_epoch": int(np.nanargmin(result.history["val_rmse"])) + 1 if result.history.get("val_rmse")
                  else result.metrics["epochs"], "model": str(folder / "model.keras"),
-                 "train_images": result.metrics["train_images"]}
+                 "train_images": result.metrics["train_images"], "timed": seconds_left is not None}
         self.state["steps"][name] = entry
         self._save()
         m = entry["metrics"]
@@ -197,14 +202,35 @@ def finalize(args, tracker, data, log=print) -> dict:
     steps = Steps(Path(args.work or Path("runs") / "finalize" / args.study), plan)  # beside ./mlruns
     select = dataclasses.replace(base, score_test=False)
 
+    from train.split import split3
+    train_idx, val_idx, test_idx = split3(data, base.val_fraction, base.test_fraction, base.split, base.seed)
+    n_train, n_val = len(train_idx), len(val_idx)
+    sizes = _Sizes(student_cfg, n_train, n_val, base.epochs)
+    # before the choice, the plan assumes the study's best is chosen; it is planned again once the choice is made
+    plan = sizes.plan(candidates, candidates, args)
+    budget = None
+    if args.timeout:
+        from search.stage_budget import StageBudget
+        names = {p.name for p in plan}  # a student's seed alone is also an ensemble member: trained once
+        used = sum(steps.done(n)["metrics"]["train_s"] for n in names if steps.done(n))
+        budget = StageBudget(args.timeout, used=used)
+        log(f"[finalize] --timeout {args.timeout:.0f} s: {len(names)} steps planned, {budget.left():.0f} s to "
+            f"train them{f' ({used:.0f} s spent by the steps kept from an earlier run)' if used else ''}")
+
+    def slot(name):
+        return budget.slot(name, plan, steps.done) if budget else None
+
     # 1. select on more than one seed; the study's own trial is seed 0
     scores = {}
+    if len(candidates) == 1 and args.seeds > 1:
+        log("[finalize] one candidate: nothing to choose between, so no selection runs")
     for c in candidates:
         vals, best_epochs, trained = [c.rmse], [], []
-        for seed in range(1, args.seeds):
-            e = steps.run(f"select/{c.cid}/seed{seed}", lambda out, tick, c=c, seed=seed: run_trial(
-                c.config, data, dataclasses.replace(select, train_seed=seed), out_dir=out, on_epoch=tick),
-                select.epochs)
+        for seed in range(1, _selection_seeds(candidates, args)):
+            name = f"select/{c.cid}/seed{seed}"
+            e = steps.run(name, lambda out, tick, left, replan, c=c, seed=seed: run_trial(
+                c.config, data, dataclasses.replace(select, train_seed=seed), out_dir=out, on_epoch=tick,
+                seconds_left=left, on_replan=replan), select.epochs, slot(name))
             vals.append(e["metrics"]["rmse"])
             best_epochs.append(e["best_epoch"])
             trained.append(int(e["metrics"]["epochs"]))
@@ -219,23 +245,23 @@ def finalize(args, tracker, data, log=print) -> dict:
 
     # 2. refit with as many optimizer steps as the selection runs made
     from train.models import resolve
-    from train.split import split3
-    train_idx, val_idx, test_idx = split3(data, base.val_fraction, base.test_fraction, base.split, base.seed)
-    n_train, n_val = len(train_idx), len(val_idx)
     epochs, why = refit_epochs(scores[chosen.cid]["best_epochs"], scores[chosen.cid]["epochs_trained"], base.epochs,
                                resolve(chosen.config).get("schedule", "constant"), n_train, n_val)
     refit = dataclasses.replace(base, refit=True, epochs=epochs)
     log(f"[finalize] refit: {epochs} epochs on {n_train + n_val} faces ({why})")
     planned = ensemble_members(ranked, args.ensemble)
+    sizes.refit_epochs = epochs
+    plan = sizes.plan(ranked, candidates, args)
     if args.ship_ensemble:  # the members are known only now; none of them has trained yet
         _check_budget([c.config for c, _ in planned], ship, f"--ship-ensemble: the {len(planned)} refits averaged "
                       "(the selection runs are kept, so a smaller --ensemble starts from them)")
 
     def refit_of(config, seed, name, teacher=lambda: None, settings=refit):
         """`teacher`: made only if this step trains (loading an ensemble is not free)."""
-        return steps.run(name, lambda out, tick: run_trial(
+        return steps.run(name, lambda out, tick, left, replan: run_trial(
             config, data, dataclasses.replace(settings, train_seed=seed), out_dir=out, on_epoch=tick,
-            teacher=teacher(), distil_alpha=args.alpha), settings.epochs)
+            teacher=teacher(), distil_alpha=args.alpha, seconds_left=left, on_replan=replan), settings.epochs,
+            slot(name))
 
     members = []
     for c, seed in planned:  # the chosen config's seed 0 first: the refit
@@ -263,8 +289,7 @@ def finalize(args, tracker, data, log=print) -> dict:
         student = student_cfg or chosen.config
         sid = Candidate("", "", 0.0, student).cid
         # the teacher in the name: another ensemble or --alpha in the same --work is another model, never reused
-        teacher_id = hashlib.sha1(json.dumps([members, args.alpha] + (["flip_tta"] if args.teacher_tta else []))
-                                  .encode()).hexdigest()[:8]
+        teacher_id = _teacher_id(members, args)
 
         def teacher():
             ensemble = average([steps.model(m) for m in members])
@@ -286,6 +311,9 @@ def finalize(args, tracker, data, log=print) -> dict:
         shipped = f"distil/{sid}-{teacher_id}/seed0"
     report["shipped"] = shipped
     report["training_s"] = {name: steps.state["steps"][name]["metrics"]["train_s"] for name in steps.used}
+    report["epochs_trained"] = {name: int(steps.state["steps"][name]["metrics"]["epochs"]) for name in steps.used}
+    if budget:
+        report["timeout_s"] = args.timeout
     # loaded (or, for an ensemble, built) once: scored with flip TTA here, exported by main
     model = ensemble if shipped == ENSEMBLE else steps.model(shipped)
     report["flip_tta"] = _flip_tta(model, images, truth)
@@ -297,6 +325,57 @@ def finalize(args, tracker, data, log=print) -> dict:
         "(twice the compute per face: measured, not shipped)")
     return {"report": report, "steps": steps, "ship": shipped, "model": model, "members": members, "images": images,
             "truth": truth, "candidates": candidates, "chosen": chosen}
+
+
+def _selection_seeds(candidates: list, args) -> int:
+    """Seeds per candidate, the study's own run included. One candidate has nothing to be chosen over: its seeds
+    would cost a run each and decide nothing (`--seeds` still sets the students' seeds)."""
+    return args.seeds if len(candidates) > 1 else 1
+
+
+def _teacher_id(members: list[str], args) -> str:
+    """The teacher in a student's name: another ensemble or --alpha in the same --work is another model, never
+    reused."""
+    return hashlib.sha1(json.dumps([members, args.alpha] + (["flip_tta"] if args.teacher_tta else []))
+                        .encode()).hexdigest()[:8]
+
+
+class _Sizes:
+    """The stage's steps in the order finalize trains them, with what each costs: what a --timeout shares out."""
+
+    def __init__(self, student_cfg, n_train: int, n_val: int, epochs: int):
+        self.student_cfg, self.n_train, self.n_val = student_cfg, n_train, n_val
+        self.select_epochs = self.refit_epochs = epochs
+        self._mmacs = {}
+
+    def mmacs(self, config: dict) -> float:
+        key = json.dumps(config, sort_keys=True, default=str)
+        if key not in self._mmacs:
+            from train import metrics
+            from train.models import build, resolve
+            self._mmacs[key] = metrics.mmacs(build(resolve(config)))
+        return self._mmacs[key]
+
+    def plan(self, ranked: list, candidates: list, args) -> list:
+        """`ranked`: the candidates best first (before the choice: the study's order)."""
+        from search.stage_budget import Planned, train_cost
+        faces = self.n_train + self.n_val
+        steps = [Planned(f"select/{c.cid}/seed{seed}", train_cost(self.mmacs(c.config), self.n_train,
+                                                                    self.select_epochs))
+                 for c in candidates for seed in range(1, _selection_seeds(candidates, args))]
+        members = ensemble_members(ranked, args.ensemble)
+        names = [f"refit/{c.cid}/seed{seed}" for c, seed in members]
+        steps += [Planned(n, train_cost(self.mmacs(c.config), faces, self.refit_epochs))
+                  for n, (c, _) in zip(names, members)]
+        if args.distil and args.ensemble > 1:
+            student = self.student_cfg or ranked[0].config
+            sid, own = Candidate("", "", 0.0, student).cid, self.mmacs(student)
+            teacher = sum(self.mmacs(c.config) for c, _ in members) * (2 if args.teacher_tta else 1)
+            for seed in range(args.seeds):
+                steps += [Planned(f"refit/{sid}/seed{seed}", train_cost(own, faces, self.refit_epochs)),
+                          Planned(f"distil/{sid}-{_teacher_id(names, args)}/seed{seed}",
+                                  train_cost(own, faces, self.refit_epochs, teacher))]
+        return steps
 
 
 ENSEMBLE = "ensemble"  # what --ship-ensemble ships: no one step, the refits averaged into one Keras model
@@ -333,23 +412,31 @@ def refit_epochs(best_epochs: list, trained: list, budget: int, schedule: str, n
             f"best epoch {best:.1f} on {n_train} faces, the same optimizer steps")
 
 
-def _ticker(name: str, epochs: int, every: int = 5):
+class _Ticker:
     """A progress line every few epochs: a step trains for minutes, and a silent one looks hung."""
-    import time
 
-    from search.progress import clock
-    start = time.perf_counter()
+    def __init__(self, name: str, epochs: int, every: int = 5):
+        import time
+        self.name, self.epochs, self.every, self.start = name, epochs, every, time.perf_counter()
 
-    def tick(epoch: int, logs: dict) -> None:
+    def replan(self, end: int) -> None:
+        """A --timeout's slot moved the step's end: later lines count to it."""
+        if end != self.epochs:
+            print(f"[finalize] {self.name}: schedule fitted to its time, {end} epochs", flush=True)
+        self.epochs = end
+
+    def __call__(self, epoch: int, logs: dict) -> None:
+        import time
+
+        from search.progress import clock
         done = epoch + 1
-        if done % every and done != epochs:
+        if done % self.every and done != self.epochs:
             return
-        took = time.perf_counter() - start
+        took = time.perf_counter() - self.start
         seen = "".join(f", {label} RMSE {logs[k]:.3f} px" for label, k in (("train", "rmse"), ("val", "val_rmse"))
                        if k in logs)
-        print(f"[finalize] {name}: epoch {done}/{epochs}{seen}, {clock(took)} used, "
-              f"~{clock(took / done * (epochs - done))} left", flush=True)
-    return tick
+        print(f"[finalize] {self.name}: epoch {done}/{self.epochs}{seen}, {clock(took)} used, "
+              f"~{clock(took / done * max(0, self.epochs - done))} left", flush=True)
 
 
 def _over_budget(config: dict | list, settings) -> str | None:
@@ -411,7 +498,8 @@ def export(out: Path, model, config: dict, report: dict, images, truth, command:
     (new / "litert.json").write_text(json.dumps(lite, indent=2))
     (new / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True))
     key = shipped_key(report["shipped"])
-    shipped = {**report["models"][key], "epochs": report["refit_epochs"],
+    epochs = report.get("epochs_trained", {}).get(report["shipped"], report["refit_epochs"])  # a --timeout's fit
+    shipped = {**report["models"][key], "epochs": epochs,
                "mean_face_test_rmse": report["mean_face_test_rmse"],
                "size_mb": (new / "model.keras").stat().st_size / 1e6}  # what a trial's metrics.json says too
     (new / "metrics.json").write_text(json.dumps(shipped, indent=2, sort_keys=True))
@@ -471,12 +559,17 @@ def parse(argv):
                          "--max-params/--max-mmacs, checked before any refit trains")
     ap.add_argument("--max-params", type=int, default=None, help="the student's budget (default: the study's)")
     ap.add_argument("--max-mmacs", type=float, default=None)
+    ap.add_argument("--timeout", type=float, default=None,
+                    help="seconds for the stage's training, shared among its steps by their compute; each step's "
+                         "schedule is fitted to its share (default: none, every step trains its full budget)")
     ap.add_argument("--work", default=None, help="kept models and results (default: runs/finalize/STUDY)")
     ap.add_argument("--out", default=None, help="export the shipped model here (e.g. docs/best)")
     args = ap.parse_args(argv)
     for flag in ("top_k", "seeds", "ensemble"):
         if getattr(args, flag) < 1:
             raise UserError(f"--{flag.replace('_', '-')} must be at least 1")
+    if args.timeout is not None and args.timeout <= 0:
+        raise UserError(f"--timeout {args.timeout:g}: must be a positive number of seconds")
     if not 0 <= args.alpha <= 1:
         raise UserError(f"--alpha {args.alpha}: must be between 0 and 1")
     return args

@@ -181,6 +181,10 @@ def test_a_budget_below_the_studys_ships_only_a_model_that_fits_and_an_ensemble_
     cid = next(iter(report["selection"]))
     assert sorted(k for k in report["training_s"] if k.startswith("refit/")) == [
         f"refit/{cid}/seed{s}" for s in range(3)]
+    # one candidate has nothing to be chosen over: no selection run, whatever --seeds says
+    assert not any(k.startswith("select/") for k in report["training_s"]) and report["chosen"]["val_rmse"] == [
+        pytest.approx(smallest["rmse"])]
+    assert "one candidate: nothing to choose between" in capsys.readouterr().out
     ensemble, refit = report["models"]["ensemble"], report["models"]["refit"]
     assert ensemble["members"] == 3 and ensemble["params"] == 3 * refit["params"]
     assert ensemble["test_rmse"] != refit["test_rmse"] and report["shipped"] == f"refit/{cid}/seed0"
@@ -271,7 +275,7 @@ def test_two_stages_on_one_work_folder_keep_each_others_steps(tmp_path, capsys):
     trained = []
 
     def train(name):
-        def fit(out, tick):
+        def fit(out, tick, seconds_left, on_replan):
             trained.append(name)
             for epoch in range(2):
                 tick(epoch, {"rmse": 3.0 - epoch})

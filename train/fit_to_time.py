@@ -39,8 +39,11 @@ class FitToTime(keras.callbacks.Callback):
         left = self.seconds_left()
         if done == 1:
             self.first_left = left
-        if done < 3 or self.schedule is None or left <= 0:
-            return  # no pace yet, nothing to re-plan, or the search's own clock stops the trial now
+        if left <= 0:  # out of time (a search's runner stops its trial here too): this epoch is the last
+            self.model.stop_training = True
+            return
+        if done < 3 or self.schedule is None:
+            return  # no pace yet, or nothing to re-plan
         pace = (self.first_left - left) / (done - 1)
         fit = math.floor(left / pace - self.reserve) if pace > 0 else self.epochs
         if fit <= 0:  # under two epochs left: one more, if it fits without the reserve; else stop now
