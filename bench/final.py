@@ -37,9 +37,10 @@ def markdown(report: dict, folder: str) -> str:
                       "not counted)."]
         if report.get("timeout_s"):
             trained = report.get("epochs_trained", {})
-            lines += ["", f"Time budget: `--timeout {report['timeout_s']:.0f}`; each step's schedule fitted to its "
-                          "share: " + ", ".join(f"`{n}` {trained.get(n, '?')} epochs in {s:.0f} s"
-                                                for n, s in cost.items()) + "."]
+            lines += ["", f"Time budget: `--timeout {report['timeout_s']:.0f}` (seconds), shared among the steps by "
+                          "their compute; epochs each step trained: "
+                          + ", ".join(f"`{n}` {trained.get(n, '?')} epochs in {s:.0f} s"
+                                      for n, s in cost.items()) + "."]
     gain = report.get("distillation_gain_px")
     if gain:
         lines += ["", f"Distillation: {gain['mean']:+.3f} px test RMSE against the student architecture trained "

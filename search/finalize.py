@@ -3,8 +3,9 @@
     python -m search.finalize --study NAME [--top-k 3 --seeds 2 --ensemble 3 --distil] --out docs/best
 
 1. select: the study's top-k configs by validation RMSE (finished full-budget trials of any engine, read
-   from MLflow), each retrained on `--seeds - 1` more weight seeds over the study's own split and
-   settings; the config with the lowest mean validation RMSE is chosen. The test faces are not scored.
+   from MLflow), each retrained on `--seeds - 1` more weight seeds over the study's own split and settings
+   (none for one candidate with a decaying schedule: nothing to choose); the config with the lowest mean
+   validation RMSE is chosen. The test faces are not scored.
 2. refit: the chosen config on training + validation faces. Epochs: the mean epoch at which its selection
    runs reached their best validation RMSE, times train/(train + validation) faces, so the refit makes
    as many optimizer steps as they did (Goodfellow et al., Deep Learning, 7.8); its schedule is planned
@@ -20,6 +21,9 @@
    augmentation of the shipped model is measured beside it, never shipped: it doubles the MACs per face.
 6. export to `--out`: what docs/best holds (model.keras, fp16/int8 LiteRT with their RMSE change, config,
    metrics, the command), written beside it and swapped in whole.
+
+`--timeout` shares the stage's time among its steps by their compute (search/stage_budget.py), each step's
+schedule fitted to its share.
 
 Every trained model and its result is kept under `--work` as it finishes: the same command, killed and
 run again, trains only what had not finished. Logged to MLflow as one run linked to its study and trials.
@@ -110,6 +114,7 @@ class Steps:
         state = work / "state.json"
         self.state = json.loads(state.read_text()) if state.exists() else {"plan": plan, "steps": {}}
         self.used: list[str] = []  # this stage's steps, trained now or kept: what the stage costs
+        self.stage = None  # the key of the stage training steps now (finalize's _stage_key)
         kept = {"data_sha": self.state["plan"].get("data_sha"),
                 "settings": _training(self.state["plan"].get("settings", {})),
                 "training_code": self.state["plan"].get("training_code", 1)}
@@ -160,7 +165,8 @@ class Steps:
         entry = {"metrics": {k: v for k, v in result.metrics.items() if isinstance(v, (int, float))},
                  "best_epoch": int(np.nanargmin(result.history["val_rmse"])) + 1 if result.history.get("val_rmse")
                  else result.metrics["epochs"], "model": str(folder / "model.keras"),
-                 "train_images": result.metrics["train_images"], "timed": seconds_left is not None}
+                 "train_images": result.metrics["train_images"], "timed": seconds_left is not None,
+                 "fitted_to": tick.end if tick.end < epochs else None, "stage": self.stage}
         self.state["steps"][name] = entry
         self._save()
         m = entry["metrics"]
@@ -200,40 +206,45 @@ def finalize(args, tracker, data, log=print) -> dict:
     from train.trial import TRAINING_CODE
     plan = {"data_sha": data.sha, "settings": _training(dataclasses.asdict(base)), "training_code": TRAINING_CODE}
     steps = Steps(Path(args.work or Path("runs") / "finalize" / args.study), plan)  # beside ./mlruns
+    stage_key = _stage_key(args)
+    steps.stage = stage_key
     select = dataclasses.replace(base, score_test=False)
 
     from train.split import split3
     train_idx, val_idx, test_idx = split3(data, base.val_fraction, base.test_fraction, base.split, base.seed)
     n_train, n_val = len(train_idx), len(val_idx)
-    sizes = _Sizes(student_cfg, n_train, n_val, base.epochs)
+    planner = _StepPlan(student_cfg, n_train, n_val, base.epochs)
     # before the choice, the plan assumes the study's best is chosen; it is planned again once the choice is made
-    plan = sizes.plan(candidates, candidates, args)
+    step_plan = planner.plan(candidates, candidates, args)
     budget = None
     if args.timeout:
         from search.stage_budget import StageBudget
-        names = {p.name for p in plan}  # a student's seed alone is also an ensemble member: trained once
-        used = sum(steps.done(n)["metrics"]["train_s"] for n in names if steps.done(n))
+        names = {p.name for p in step_plan}  # a student's seed alone is also an ensemble member: trained once
+        # what this same stage spent before a kill; steps kept from other stages cost it nothing
+        used = sum(e["metrics"]["train_s"] for e in steps.state["steps"].values() if e.get("stage") == stage_key)
         budget = StageBudget(args.timeout, used=used)
         log(f"[finalize] --timeout {args.timeout:.0f} s: {len(names)} steps planned, {budget.left():.0f} s to "
             f"train them{f' ({used:.0f} s spent by the steps kept from an earlier run)' if used else ''}")
 
     def slot(name):
-        return budget.slot(name, plan, steps.done) if budget else None
+        return budget.slot(name, step_plan, steps.done) if budget else None
 
     # 1. select on more than one seed; the study's own trial is seed 0
     scores = {}
-    if len(candidates) == 1 and args.seeds > 1:
-        log("[finalize] one candidate: nothing to choose between, so no selection runs")
+    if _selection_seeds(candidates, args) < args.seeds:
+        log("[finalize] one candidate with a decaying schedule: nothing to choose, no refit epochs to read, so no "
+            "selection runs")
     for c in candidates:
         vals, best_epochs, trained = [c.rmse], [], []
         for seed in range(1, _selection_seeds(candidates, args)):
-            name = f"select/{c.cid}/seed{seed}"
+            name = select_step(c.cid, seed)
             e = steps.run(name, lambda out, tick, left, replan, c=c, seed=seed: run_trial(
                 c.config, data, dataclasses.replace(select, train_seed=seed), out_dir=out, on_epoch=tick,
                 seconds_left=left, on_replan=replan), select.epochs, slot(name))
             vals.append(e["metrics"]["rmse"])
             best_epochs.append(e["best_epoch"])
-            trained.append(int(e["metrics"]["epochs"]))
+            # a run fitted to its time ended its schedule; it did not stop early (refit_epochs reads that)
+            trained.append(select.epochs if e.get("fitted_to") else int(e["metrics"]["epochs"]))
         scores[c.cid] = {"trial": c.trial, "run_id": c.run_id, "val_rmse": vals, "mean_val_rmse": float(np.mean(vals)),
                          "best_epochs": best_epochs, "epochs_trained": trained}
         log(f"[finalize] trial {c.trial} ({c.cid}): validation RMSE {', '.join(f'{v:.3f}' for v in vals)} "
@@ -241,7 +252,7 @@ def finalize(args, tracker, data, log=print) -> dict:
     ranked = sorted(candidates, key=lambda c: scores[c.cid]["mean_val_rmse"])
     chosen = ranked[0]
     log(f"[finalize] chosen: trial {chosen.trial} ({chosen.cid}), mean validation RMSE "
-        f"{scores[chosen.cid]['mean_val_rmse']:.3f} px over {args.seeds} seed(s)")
+        f"{scores[chosen.cid]['mean_val_rmse']:.3f} px over {len(scores[chosen.cid]['val_rmse'])} seed(s)")
 
     # 2. refit with as many optimizer steps as the selection runs made
     from train.models import resolve
@@ -250,8 +261,8 @@ def finalize(args, tracker, data, log=print) -> dict:
     refit = dataclasses.replace(base, refit=True, epochs=epochs)
     log(f"[finalize] refit: {epochs} epochs on {n_train + n_val} faces ({why})")
     planned = ensemble_members(ranked, args.ensemble)
-    sizes.refit_epochs = epochs
-    plan = sizes.plan(ranked, candidates, args)
+    planner.refit_epochs = epochs
+    step_plan = planner.plan(ranked, candidates, args)
     if args.ship_ensemble:  # the members are known only now; none of them has trained yet
         _check_budget([c.config for c, _ in planned], ship, f"--ship-ensemble: the {len(planned)} refits averaged "
                       "(the selection runs are kept, so a smaller --ensemble starts from them)")
@@ -265,7 +276,7 @@ def finalize(args, tracker, data, log=print) -> dict:
 
     members = []
     for c, seed in planned:  # the chosen config's seed 0 first: the refit
-        members.append(f"refit/{c.cid}/seed{seed}")
+        members.append(refit_step(c.cid, seed))
         refit_of(c.config, seed, members[-1])
     images, truth = data.images[test_idx], data.keypoints[test_idx]
     from train import metrics
@@ -273,14 +284,14 @@ def finalize(args, tracker, data, log=print) -> dict:
     floor = metrics.mean_face_rmse(data.keypoints[train_idx], truth)
     report = {"study": args.study, "chosen": scores[chosen.cid], "selection": scores, "refit_epochs": epochs,
               "train_faces": n_train, "val_faces": n_val, "mean_face_test_rmse": floor, "models": {}}
-    report["models"]["refit"] = _scored(steps.model(f"refit/{chosen.cid}/seed0"), images, truth)
+    report["models"]["refit"] = _scored(steps.model(refit_step(chosen.cid, 0)), images, truth)
     if args.ensemble > 1:
         from train.ensemble import average
         ensemble = average([steps.model(m) for m in members])
         report["models"]["ensemble"] = _scored(ensemble, images, truth, members=len(members))
         if args.teacher_tta:
             report["models"]["ensemble_flip_tta"] = {**_flip_tta(ensemble, images, truth), "members": len(members)}
-    shipped = ENSEMBLE if args.ship_ensemble else f"refit/{chosen.cid}/seed0"
+    shipped = ENSEMBLE if args.ship_ensemble else refit_step(chosen.cid, 0)
 
     # 4. distil the ensemble into the student, beside the same architecture trained alone
     if args.distil:
@@ -299,16 +310,16 @@ def finalize(args, tracker, data, log=print) -> dict:
             return ensemble
         small = dataclasses.replace(refit, max_params=ship.max_params, max_mmacs=ship.max_mmacs)
         for seed in range(args.seeds):
-            alone = f"refit/{sid}/seed{seed}"
+            alone = refit_step(sid, seed)
             refit_of(student, seed, alone, settings=small)
             report["models"][f"alone_seed{seed}"] = _scored(steps.model(alone), images, truth)
-            name = f"distil/{sid}-{teacher_id}/seed{seed}"
+            name = distil_step(sid, teacher_id, seed)
             refit_of(student, seed, name, teacher=teacher, settings=small)
             report["models"][f"student_seed{seed}"] = _scored(steps.model(name), images, truth)
         gain = [report["models"][f"alone_seed{s}"]["test_rmse"] - report["models"][f"student_seed{s}"]["test_rmse"]
                 for s in range(args.seeds)]
         report["distillation_gain_px"] = {"per_seed": gain, "mean": float(np.mean(gain))}
-        shipped = f"distil/{sid}-{teacher_id}/seed0"
+        shipped = distil_step(sid, teacher_id, 0)
     report["shipped"] = shipped
     report["training_s"] = {name: steps.state["steps"][name]["metrics"]["train_s"] for name in steps.used}
     report["epochs_trained"] = {name: int(steps.state["steps"][name]["metrics"]["epochs"]) for name in steps.used}
@@ -327,10 +338,33 @@ def finalize(args, tracker, data, log=print) -> dict:
             "truth": truth, "candidates": candidates, "chosen": chosen}
 
 
+def _stage_key(args) -> str:
+    """The stage a step was trained by: the same command resumed is the same stage, and its clock goes on."""
+    keys = ("study", "top_k", "seeds", "ensemble", "distil", "student", "alpha", "teacher_tta", "ship_ensemble",
+            "max_params", "max_mmacs", "timeout")
+    return hashlib.sha1(json.dumps([getattr(args, k) for k in keys], default=str).encode()).hexdigest()[:8]
+
+
+def select_step(cid: str, seed: int) -> str:
+    return f"select/{cid}/seed{seed}"
+
+
+def refit_step(cid: str, seed: int) -> str:
+    return f"refit/{cid}/seed{seed}"
+
+
+def distil_step(sid: str, teacher_id: str, seed: int) -> str:
+    return f"distil/{sid}-{teacher_id}/seed{seed}"
+
+
 def _selection_seeds(candidates: list, args) -> int:
-    """Seeds per candidate, the study's own run included. One candidate has nothing to be chosen over: its seeds
-    would cost a run each and decide nothing (`--seeds` still sets the students' seeds)."""
-    return args.seeds if len(candidates) > 1 else 1
+    """Seeds per candidate, the study's own run included. One candidate has nothing to be chosen over; with a
+    schedule that decays over the budget its seeds would not set the refit's epochs either (refit_epochs), so they
+    would cost a run each and decide nothing. `--seeds` still sets the students' seeds."""
+    from train.models import resolve
+    if len(candidates) == 1 and resolve(candidates[0].config).get("schedule", "constant") != "constant":
+        return 1
+    return args.seeds
 
 
 def _teacher_id(members: list[str], args) -> str:
@@ -340,7 +374,7 @@ def _teacher_id(members: list[str], args) -> str:
                         .encode()).hexdigest()[:8]
 
 
-class _Sizes:
+class _StepPlan:
     """The stage's steps in the order finalize trains them, with what each costs: what a --timeout shares out."""
 
     def __init__(self, student_cfg, n_train: int, n_val: int, epochs: int):
@@ -360,11 +394,11 @@ class _Sizes:
         """`ranked`: the candidates best first (before the choice: the study's order)."""
         from search.stage_budget import Planned, train_cost
         faces = self.n_train + self.n_val
-        steps = [Planned(f"select/{c.cid}/seed{seed}", train_cost(self.mmacs(c.config), self.n_train,
+        steps = [Planned(select_step(c.cid, seed), train_cost(self.mmacs(c.config), self.n_train,
                                                                     self.select_epochs))
                  for c in candidates for seed in range(1, _selection_seeds(candidates, args))]
         members = ensemble_members(ranked, args.ensemble)
-        names = [f"refit/{c.cid}/seed{seed}" for c, seed in members]
+        names = [refit_step(c.cid, seed) for c, seed in members]
         steps += [Planned(n, train_cost(self.mmacs(c.config), faces, self.refit_epochs))
                   for n, (c, _) in zip(names, members)]
         if args.distil and args.ensemble > 1:
@@ -372,8 +406,8 @@ class _Sizes:
             sid, own = Candidate("", "", 0.0, student).cid, self.mmacs(student)
             teacher = sum(self.mmacs(c.config) for c, _ in members) * (2 if args.teacher_tta else 1)
             for seed in range(args.seeds):
-                steps += [Planned(f"refit/{sid}/seed{seed}", train_cost(own, faces, self.refit_epochs)),
-                          Planned(f"distil/{sid}-{_teacher_id(names, args)}/seed{seed}",
+                steps += [Planned(refit_step(sid, seed), train_cost(own, faces, self.refit_epochs)),
+                          Planned(distil_step(sid, _teacher_id(names, args), seed),
                                   train_cost(own, faces, self.refit_epochs, teacher))]
         return steps
 
@@ -417,26 +451,26 @@ class _Ticker:
 
     def __init__(self, name: str, epochs: int, every: int = 5):
         import time
-        self.name, self.epochs, self.every, self.start = name, epochs, every, time.perf_counter()
+        self.name, self.end, self.every, self.start = name, epochs, every, time.perf_counter()
 
     def replan(self, end: int) -> None:
         """A --timeout's slot moved the step's end: later lines count to it."""
-        if end != self.epochs:
+        if end != self.end:
             print(f"[finalize] {self.name}: schedule fitted to its time, {end} epochs", flush=True)
-        self.epochs = end
+        self.end = end
 
     def __call__(self, epoch: int, logs: dict) -> None:
         import time
 
         from search.progress import clock
         done = epoch + 1
-        if done % self.every and done != self.epochs:
+        if done % self.every and done != self.end:
             return
         took = time.perf_counter() - self.start
         seen = "".join(f", {label} RMSE {logs[k]:.3f} px" for label, k in (("train", "rmse"), ("val", "val_rmse"))
                        if k in logs)
-        print(f"[finalize] {self.name}: epoch {done}/{self.epochs}{seen}, {clock(took)} used, "
-              f"~{clock(took / done * max(0, self.epochs - done))} left", flush=True)
+        print(f"[finalize] {self.name}: epoch {done}/{self.end}{seen}, {clock(took)} used, "
+              f"~{clock(took / done * max(0, self.end - done))} left", flush=True)
 
 
 def _over_budget(config: dict | list, settings) -> str | None:
@@ -568,8 +602,9 @@ def parse(argv):
     for flag in ("top_k", "seeds", "ensemble"):
         if getattr(args, flag) < 1:
             raise UserError(f"--{flag.replace('_', '-')} must be at least 1")
-    if args.timeout is not None and args.timeout <= 0:
-        raise UserError(f"--timeout {args.timeout:g}: must be a positive number of seconds")
+    from search.stage_budget import TAIL_S
+    if args.timeout is not None and args.timeout <= TAIL_S:
+        raise UserError(f"--timeout {args.timeout:g}: must be over the {TAIL_S:.0f} s kept for scoring and the export")
     if not 0 <= args.alpha <= 1:
         raise UserError(f"--alpha {args.alpha}: must be between 0 and 1")
     return args

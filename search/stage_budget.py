@@ -50,7 +50,9 @@ class StageBudget:
             if step.name not in seen and (step.name == name or not done(step.name)):
                 seen.add(step.name)
                 remaining.append(step)
-        mine = next((s.cost for s in remaining if s.name == name), 0.0)
+        mine = next((s.cost for s in remaining if s.name == name), None)
+        if mine is None:  # finalize trains a step its plan lacks: the plan and the stage have drifted apart
+            raise RuntimeError(f"step {name} is not in the stage's plan ({', '.join(s.name for s in plan)})")
         total = sum(s.cost for s in remaining)
         now = self.clock()
         end = now + max(0.0, self.deadline - now) * (mine / total if total > 0 else 1.0)

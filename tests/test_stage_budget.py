@@ -12,11 +12,10 @@ from tests.fixtures import write_training_csv
 
 
 class Clock:
-    def __init__(self, step: float = 0.0):
-        self.t, self.step = 0.0, step
+    def __init__(self):
+        self.t = 0.0
 
     def __call__(self) -> float:
-        self.t += self.step
         return self.t
 
 
@@ -27,7 +26,7 @@ def test_a_step_gets_the_time_left_times_its_cost_over_the_cost_of_the_steps_sti
     assert budget.slot("a", plan, lambda name: False)() == pytest.approx(900 / 6)
     clock.t = 50.0  # a ended early: its time goes to the rest, shared by their cost
     assert budget.slot("b", plan, lambda name: name == "a")() == pytest.approx(850 * 2 / 5)
-    assert budget.slot("c", plan, lambda name: name in "ab")() == pytest.approx(850)
+    assert budget.slot("c", plan, lambda name: name in {"a", "b"})() == pytest.approx(850)
     clock.t = 2000.0  # past the deadline: no time, never negative time planned
     assert budget.slot("c", plan, lambda name: False)() == pytest.approx(0.0)
 
@@ -61,8 +60,7 @@ def test_a_stage_with_a_timeout_fits_its_steps_into_it_and_a_stage_without_one_t
     root, data = built
     shutil.copytree(root / "mlruns", tmp_path / "mlruns")
     stage = ["--study", "s", "--data", str(data), "--top-k", "1", "--seeds", "2", "--ensemble", "2", "--distil"]
-    # every epoch takes 10 s of a test clock: 180 s to train (the tail kept aside) for 4 steps of 6 epochs, so
-    # every step must be shortened
+    # every epoch takes 10 s of a test clock: 180 s to train (the tail kept aside) for 4 steps of 6 epochs
     clock = Clock()
     monkeypatch.setattr(stage_budget, "_now", clock)
     ticker = finalize._Ticker.__call__
@@ -79,7 +77,18 @@ def test_a_stage_with_a_timeout_fits_its_steps_into_it_and_a_stage_without_one_t
     assert len(state) == 4  # the steps the budget planned are the steps the stage trained: 2 refits, 2 students
     epochs = {name: step["metrics"]["epochs"] for name, step in state.items()}
     assert sum(epochs.values()) * 10 <= 180 and all(step["timed"] for step in state.values())
-    assert min(epochs.values()) < 6 and "schedule fitted to its time" in out  # re-planned, not cut
+    assert min(epochs.values()) < 6 and "schedule fitted to its time" in out
+    # slots follow cost: a student pays its teachers' forward passes too (5 units to a refit's 3), so the students,
+    # trained last, get the longer slots; a refit trained in full would mean the refits got the students' time
+    refits = [e for name, e in epochs.items() if name.startswith("refit/")]
+    students = [e for name, e in epochs.items() if name.startswith("distil/")]
+    assert max(refits) < 6 and min(students) > max(refits), epochs
+    spent = sum(step["metrics"]["train_s"] for step in state.values())
+    finalize.main([*stage, "--timeout", "270"])  # the same stage again, as after a kill: its clock goes on
+    again = capsys.readouterr().out
+    assert ": training" not in again and f"{180 - spent:.0f} s to train them ({spent:.0f} s spent by the steps kept" \
+        in again
+
     monkeypatch.setattr(stage_budget, "_now", stage_budget.time.monotonic)
     monkeypatch.setattr(finalize._Ticker, "__call__", ticker)
     finalize.main(stage)  # no time budget: every shortened step trains again, in full
@@ -94,4 +103,4 @@ def test_a_timeout_that_is_not_a_positive_number_of_seconds_is_refused_in_one_li
     with pytest.raises(SystemExit) as exit_:
         finalize.main(["--study", "s", "--timeout", "0"])
     err = capsys.readouterr().err
-    assert exit_.value.code == 2 and "--timeout 0: must be a positive" in err and len(err.strip().splitlines()) == 1
+    assert exit_.value.code == 2 and "--timeout 0: must be over the 90 s kept" in err and len(err.strip().splitlines()) == 1

@@ -15,7 +15,8 @@ from train.schedules import Replannable
 
 class FitToTime(keras.callbacks.Callback):
     """From the third epoch on, when the epochs left will not fit in `seconds_left()`, re-plan the schedule to
-    end with the last epoch that fits, and stop training there.
+    end with the last epoch that fits, and stop training there. From the second, when not even the next epoch
+    fits, or no time is left, training stops now: cut, not decayed, as the time is too short to plan.
 
     The pace is what `seconds_left()` lost per epoch since the first ended (the first also builds the graph), so
     tracking between epochs counts, and one slow epoch weighs only its share (the slower of the last two epochs,
@@ -39,18 +40,19 @@ class FitToTime(keras.callbacks.Callback):
         left = self.seconds_left()
         if done == 1:
             self.first_left = left
-        if left <= 0:  # out of time (a search's runner stops its trial here too): this epoch is the last
-            self.model.stop_training = True
+        pace = (self.first_left - left) / (done - 1) if done > 1 else 0.0
+        if left <= 0 or left < pace:  # the next epoch would end past the time: this one is the last
+            self._move_end(done, done)
             return
         if done < 3 or self.schedule is None:
-            return  # no pace yet, or nothing to re-plan
-        pace = (self.first_left - left) / (done - 1)
-        fit = math.floor(left / pace - self.reserve) if pace > 0 else self.epochs
-        if fit <= 0:  # under two epochs left: one more, if it fits without the reserve; else stop now
-            fit = 1 if left >= pace else 0
+            return  # one epoch's pace is too rough to re-plan on, or a constant rate has nothing to re-plan
+        fit = max(1, math.floor(left / pace - self.reserve)) if pace > 0 else self.epochs  # 1: fits, not the reserve
         end = min(self.epochs, done + fit)
         if end == self.end or self.end < end < self.end + 2:
             return
+        self._move_end(done, end)
+
+    def _move_end(self, done: int, end: int) -> None:
         self.end = end
         if end > done:
             step = int(self.model.optimizer.iterations.numpy())
