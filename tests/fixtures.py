@@ -51,3 +51,23 @@ def train_tiny_instead(monkeypatch, runner_mod, tiny: dict, wrap=None):
     monkeypatch.setattr(runner_mod, "refuse_unfit", lambda config, *a, **k: check({**config, **tiny}, *a, **k))
     train = lambda config, *a, **k: real({**config, **tiny}, *a, **k)  # noqa: E731
     monkeypatch.setattr(runner_mod, "run_trial", wrap(train) if wrap else train)
+
+
+def build_study(root: Path, *search_args: str):
+    """A real random-search study 's' of 40 faces in stores under `root`, for a module's tests to copy: module
+    fixtures run outside conftest's `isolated`, so the stores are pointed here for the build only."""
+    import pytest
+
+    from search import run as search_run
+    patch = pytest.MonkeyPatch()
+    patch.setenv("FKP_STORE_DIR", str(root / "mlruns"))
+    patch.setenv("FKP_CACHE_DIR", str(root / "cache"))
+    patch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    patch.chdir(root)
+    try:
+        data = write_training_csv(root / "d.csv", n=40)
+        search_run.main(["--space", "cnn", "--data", str(data), "--split", "random", "--no-presets", "--study-name",
+                         "s", "--max-params", "60000", "--sampler", "random", "--pruner", "none", *search_args])
+    finally:
+        patch.undo()
+    return root, data

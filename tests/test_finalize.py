@@ -7,26 +7,13 @@ import pytest
 
 from search import finalize
 from search import run as search_run
-from tests.fixtures import write_training_csv
+from tests.fixtures import build_study, write_training_csv
 
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
     """One real study for the whole module (25 s to make); each test works on its own copy of the stores."""
-    root = tmp_path_factory.mktemp("study")
-    patch = pytest.MonkeyPatch()
-    patch.setenv("FKP_STORE_DIR", str(root / "mlruns"))
-    patch.setenv("FKP_CACHE_DIR", str(root / "cache"))
-    patch.delenv("MLFLOW_TRACKING_URI", raising=False)  # module fixtures run outside conftest's `isolated`
-    patch.chdir(root)
-    try:
-        data = write_training_csv(root / "d.csv", n=40)
-        search_run.main(["--space", "cnn", "--data", str(data), "--trials", "3", "--epochs", "2", "--split", "random",
-                         "--no-presets", "--study-name", "s", "--max-params", "60000", "--sampler", "random",
-                         "--pruner", "none"])
-    finally:
-        patch.undo()
-    return root, data
+    return build_study(tmp_path_factory.mktemp("study"), "--trials", "3", "--epochs", "2")
 
 
 @pytest.fixture

@@ -6,9 +6,8 @@ import shutil
 import pytest
 
 from search import finalize, stage_budget
-from search import run as search_run
 from search.stage_budget import Planned, StageBudget
-from tests.fixtures import write_training_csv
+from tests.fixtures import build_study
 
 
 class Clock:
@@ -39,20 +38,7 @@ def test_a_distillation_step_costs_its_teachers_forward_passes_too():
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
     """A real study of 6-epoch trials: long enough for a schedule to be re-planned (from its third epoch)."""
-    root = tmp_path_factory.mktemp("study6")
-    patch = pytest.MonkeyPatch()
-    patch.setenv("FKP_STORE_DIR", str(root / "mlruns"))
-    patch.setenv("FKP_CACHE_DIR", str(root / "cache"))
-    patch.delenv("MLFLOW_TRACKING_URI", raising=False)  # module fixtures run outside conftest's `isolated`
-    patch.chdir(root)
-    try:
-        data = write_training_csv(root / "d.csv", n=40)
-        search_run.main(["--space", "cnn", "--data", str(data), "--trials", "2", "--epochs", "6", "--split", "random",
-                         "--no-presets", "--study-name", "s", "--max-params", "60000", "--sampler", "random",
-                         "--pruner", "none", "--patience", "100"])
-    finally:
-        patch.undo()
-    return root, data
+    return build_study(tmp_path_factory.mktemp("study6"), "--trials", "2", "--epochs", "6", "--patience", "100")
 
 
 def test_a_stage_with_a_timeout_fits_its_steps_into_it_and_a_stage_without_one_trains_them_in_full(
