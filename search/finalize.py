@@ -213,12 +213,12 @@ def finalize(args, tracker, data, log=print) -> dict:
     from train.split import split3
     train_idx, val_idx, test_idx = split3(data, base.val_fraction, base.test_fraction, base.split, base.seed)
     n_train, n_val = len(train_idx), len(val_idx)
-    planner = _StepPlan(student_cfg, n_train, n_val, base.epochs)
-    # before the choice, the plan assumes the study's best is chosen; it is planned again once the choice is made
-    step_plan = planner.plan(candidates, candidates, args)
-    budget = None
-    if args.timeout:
+    budget = planner = None
+    if args.timeout:  # planning builds every config to count its MACs: only a time budget needs it
         from search.stage_budget import StageBudget
+        planner = _StepPlan(student_cfg, n_train, n_val, base.epochs)
+        # before the choice, the plan assumes the study's best is chosen; planned again once the choice is made
+        step_plan = planner.plan(candidates, candidates, args)
         names = {p.name for p in step_plan}  # a student's seed alone is also an ensemble member: trained once
         # what this same stage spent before a kill; steps kept from other stages cost it nothing
         used = sum(e["metrics"]["train_s"] for e in steps.state["steps"].values() if e.get("stage") == stage_key)
@@ -261,8 +261,9 @@ def finalize(args, tracker, data, log=print) -> dict:
     refit = dataclasses.replace(base, refit=True, epochs=epochs)
     log(f"[finalize] refit: {epochs} epochs on {n_train + n_val} faces ({why})")
     planned = ensemble_members(ranked, args.ensemble)
-    planner.refit_epochs = epochs
-    step_plan = planner.plan(ranked, candidates, args)
+    if planner:
+        planner.refit_epochs = epochs
+        step_plan = planner.plan(ranked, candidates, args)
     if args.ship_ensemble:  # the members are known only now; none of them has trained yet
         _check_budget([c.config for c, _ in planned], ship, f"--ship-ensemble: the {len(planned)} refits averaged "
                       "(the selection runs are kept, so a smaller --ensemble starts from them)")
