@@ -53,6 +53,11 @@ def test_export_best_round_trips_through_evaluate(tmp_path, capsys):
     assert np.isfinite(result["rmse"])
     exported = json.loads((tmp_path / "best" / "metrics.json").read_text())
     assert exported["rmse"] == pytest.approx(best_rmse)
+    # --faces test scores the faces the trial held out, so the shipped file reproduces the trial's test figure
+    capsys.readouterr()
+    evaluate.main([str(tmp_path / "best"), "--data", str(path), "--faces", "test", "--split", "random", "--json"])
+    held_out = json.loads(capsys.readouterr().out)
+    assert held_out["rmse"] == pytest.approx(exported["test_rmse"], abs=1e-4) and held_out["rows"] < 24
     edge = json.loads((tmp_path / "best" / "litert.json").read_text())
     assert (tmp_path / "best" / "model_int8.tflite").exists() and (tmp_path / "best" / "model_fp32.tflite").exists()
     assert abs(edge["fp32"]["rmse_change"]) < 1e-3  # float32 LiteRT computes the same function

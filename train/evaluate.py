@@ -1,9 +1,12 @@
 """Score a saved model on any labelled Kaggle-format CSV: RMSE overall and per keypoint.
 
-python -m train.evaluate MODEL --data PATH
+python -m train.evaluate MODEL --data PATH [--faces test]
 
 MODEL is anything train.predict takes (train/model_io.py): a folder, a .keras or .tflite file, or a
 runs:/ or models:/ URI, so the int8 file that will ship is scored as it is.
+
+`--faces test` scores only the faces that train.fit and search.run held out of that file (the same split,
+from the same --split, fractions and --seed), so a model trained on the rest gets an honest figure.
 """
 import argparse
 import json
@@ -11,6 +14,20 @@ import json
 import numpy as np
 
 from train.errors import UserError, cli
+
+PARTS = ("all", "train", "val", "test")
+
+
+def faces_of(data, part: str = "all", val_fraction: float = 0.15, test_fraction: float = 0.15,
+             method: str = "group", seed: int = 0):
+    """The faces of one part of the trials' split (train/trial.py calls split3 the same way)."""
+    if part == "all":
+        return data
+    if part == "test" and test_fraction == 0:
+        raise UserError("--faces test with --test-fraction 0: there is no test split to score")
+    from train.split import split3
+    index = dict(zip(("train", "val", "test"), split3(data, val_fraction, test_fraction, method, seed)))[part]
+    return data.subset(index)
 
 
 def evaluate(spec, data, tracking_uri: str | None = None) -> dict:
@@ -31,14 +48,24 @@ def main(argv=None):
                                   "models:/ URI")
     ap.add_argument("--tracking-uri", default=None, help="for runs:/ and models:/ (default: mlruns/)")
     ap.add_argument("--data", required=True, help="labelled Kaggle-format CSV")
+    ap.add_argument("--faces", choices=PARTS, default="all",
+                    help="all the file's faces (default), or one part of the split that train.fit and search.run "
+                         "make of it: test is what they never trained or chose on")
+    ap.add_argument("--val-fraction", type=float, default=0.15, help="the split's, as given to train.fit (default: 0.15)")
+    ap.add_argument("--test-fraction", type=float, default=0.15, help="the split's (default: 0.15)")
+    ap.add_argument("--split", choices=["group", "random"], default="group", help="the split's method (default: group)")
+    ap.add_argument("--seed", type=int, default=0, help="the split's seed (default: 0)")
     ap.add_argument("--json", action="store_true", help="print the result as JSON")
     args = ap.parse_args(argv)
     from train import data as data_mod
-    result = evaluate(args.model, data_mod.load(args.data), args.tracking_uri)
+    faces = faces_of(data_mod.load(args.data), args.faces, args.val_fraction, args.test_fraction, args.split, args.seed)
+    result = {**evaluate(args.model, faces, args.tracking_uri), "faces": args.faces}
     if args.json:
         print(json.dumps(result, indent=2))
         return
-    print(f"RMSE {result['rmse']:.3f} px ({result['model']} model) over {result['labelled_cells']} labelled cells in {result['rows']} faces")
+    where = "" if args.faces == "all" else f" of the {args.faces} split"
+    print(f"RMSE {result['rmse']:.3f} px ({result['model']} model) over {result['labelled_cells']} labelled cells "
+          f"in {result['rows']} faces{where}")
     for name, value in result["per_keypoint"].items():
         print(f"  {name:<26} {'-' if np.isnan(value) else f'{value:.3f}'}")
 
