@@ -17,7 +17,8 @@ def markdown(report: dict, folder: str) -> str:
     lines = [f"## Final stage: `{folder}` (study `{report['study']}`)", "",
              f"Chosen: trial {chosen['trial']}, validation RMSE over seeds "
              f"{', '.join(f'{v:.3f}' for v in chosen['val_rmse'])} (mean {chosen['mean_val_rmse']:.3f} px); "
-             f"refit {report['refit_epochs']} epochs on {report['train_faces'] + report['val_faces']} faces; "
+             f"refit {report['refit_epochs']} epochs{' planned' if report.get('timeout_s') else ''} on "
+             f"{report['train_faces'] + report['val_faces']} faces; "
              f"shipped: `{report['shipped']}`.", "",
              "| candidate trial | validation RMSE per seed | mean |", "|---|---|---|"]
     for s in sorted(report["selection"].values(), key=lambda s: s["mean_val_rmse"]):

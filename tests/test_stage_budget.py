@@ -90,3 +90,15 @@ def test_a_timeout_that_is_not_a_positive_number_of_seconds_is_refused_in_one_li
         finalize.main(["--study", "s", "--timeout", "0"])
     err = capsys.readouterr().err
     assert exit_.value.code == 2 and "--timeout 0: must be over the 90 s kept" in err and len(err.strip().splitlines()) == 1
+
+
+def test_the_stage_table_says_the_refit_epochs_were_planned_and_gives_those_each_step_trained():
+    from bench.final import markdown
+    chosen = {"trial": "0", "val_rmse": [1.4], "mean_val_rmse": 1.4}
+    model = {"test_rmse": 1.37, "params": 10, "mmacs": 1.0, "inference_s_per_100": 0.05}
+    report = {"study": "s", "chosen": chosen, "selection": {"c": chosen}, "refit_epochs": 75, "train_faces": 70,
+              "val_faces": 15, "shipped": "refit/c/seed0", "models": {"refit": model},
+              "training_s": {"refit/c/seed0": 634.0}, "epochs_trained": {"refit/c/seed0": 70}}
+    assert "refit 75 epochs on 85 faces" in markdown(report, "best")
+    timed = markdown({**report, "timeout_s": 3600}, "best")
+    assert "refit 75 epochs planned on 85 faces" in timed and "`refit/c/seed0` 70 epochs in 634 s" in timed
