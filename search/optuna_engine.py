@@ -136,6 +136,41 @@ def settle(study, budget, poll: float = 5.0) -> bool:
         time.sleep(poll)
 
 
+class FailedElsewhere(Exception):
+    """This worker's trial was failed and queued again by another worker while it ran."""
+
+
+def optimize_past_stale_fails(study, objective, budget, **kwargs) -> None:
+    """study.optimize, going on when a trial of this worker was failed by another's stale-trial sweep while it
+    ran (its heartbeat missed the grace period, e.g. through a database restart on a loaded machine). Optuna's
+    optimize then cannot tell the trial its result and raises "Cannot tell a FAIL trial" out of the loop, which
+    would end a live worker. The sweep has queued the trial again, so its result here is dropped."""
+    from optuna.trial import TrialState
+    last = []
+
+    def tracked(trial):
+        last[:] = [trial.number]
+        try:
+            return objective(trial)
+        finally:
+            # a result returned for a trial failed elsewhere ends in Optuna's "Should not reach" assertion, not in
+            # the ValueError below: raising here takes every such trial down the one path
+            if study._storage.get_trial(trial._trial_id).state != TrialState.RUNNING:
+                raise FailedElsewhere(f"trial {trial.number} was failed by another worker while it ran here")
+
+    while True:
+        try:
+            study.optimize(tracked, timeout=budget.seconds_left(), **kwargs)
+            return
+        except ValueError as exc:
+            if not str(exc).startswith("Cannot tell a "):
+                raise
+            print(f"[optuna] trial {last[0] if last else '?'} was failed by another worker while it ran here (its "
+                  "heartbeat went stale): its result is dropped, and its retry runs it again", flush=True)
+            if budget.expired():
+                return
+
+
 class OverBudget(Exception):
     """A trial another worker's trials left no room for: failed at once, never trained or counted."""
 
@@ -391,8 +426,8 @@ class OptunaEngine(Engine):
                 study.stop()
 
         # The callback stops at the budget; the cap only ends a loop whose trials keep failing uncounted.
-        study.optimize(objective, n_trials=max(remaining, 0) * 3 + 50, timeout=budget.seconds_left(), catch=(Exception,),
-                       gc_after_trial=True, callbacks=[stop_at_budget])
+        optimize_past_stale_fails(study, objective, budget, n_trials=max(remaining, 0) * 3 + 50, catch=(Exception,),
+                                  gc_after_trial=True, callbacks=[stop_at_budget])
 
     def pareto(self, study_name: str):
         import optuna
