@@ -9,11 +9,11 @@ worker, as for a kill).
 """
 from __future__ import annotations
 
-import os
 import re
 import threading
 import time
 
+from train.env import whole_number
 from train.errors import UserError
 
 
@@ -22,14 +22,7 @@ class StorageUnreachable(UserError):
 
 
 def seconds(name: str, default: int) -> int:
-    raw = os.environ.get(name, "").strip()
-    try:
-        value = int(raw) if raw else default
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise UserError(f"{name}={raw!r}: expected a whole number of seconds, at least 1")
-    return value
+    return whole_number(name, default, "seconds")
 
 
 def redact(url: str) -> str:

@@ -3,6 +3,8 @@ import os
 import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# speed is measured in bench/, never asserted here: 2 repeats, not 20, in every test and the workers it starts
+os.environ.setdefault("FKP_TIMING_REPEATS", "2")
 
 from tests.fixtures import write_training_csv  # noqa: E402
 

@@ -80,6 +80,25 @@ def test_model_size_is_the_saved_file_and_timing_reports_its_batch(tmp_path):
     assert timing["inference_batch"] == 100 and timing["inference_s_per_100"] > 0 and timing["latency_ms"] > 0
 
 
+def test_speed_is_the_median_of_fkp_timing_repeats_and_a_bad_count_is_refused_in_one_line(monkeypatch):
+    from train import litert
+    from train.errors import UserError
+    monkeypatch.delenv("FKP_TIMING_REPEATS")  # the suite's conftest lowers it
+    assert metrics.timing_repeats() == 20
+    repeats, median = [], metrics._median_seconds
+    monkeypatch.setattr(metrics, "_median_seconds", lambda fn, n: repeats.append(n) or median(fn, n))
+    monkeypatch.setenv("FKP_TIMING_REPEATS", "3")
+    model = keras.Sequential([keras.Input((96, 96, 1)), keras.layers.Conv2D(2, 3, strides=4), keras.layers.Flatten(),
+                              keras.layers.Dense(30)])
+    metrics.inference_time(model)
+    litert.timing(litert.convert(model, "fp32"))
+    assert repeats == [3, 6, 3, 6]  # batch, then single-image latency at twice the repeats; Keras, then LiteRT
+    for bad in ("0", "two"):
+        monkeypatch.setenv("FKP_TIMING_REPEATS", bad)
+        with pytest.raises(UserError, match=f"FKP_TIMING_REPEATS='{bad}': expected a whole number, at least 1"):
+            metrics.timing_repeats()
+
+
 def test_mmacs_counts_each_layer_from_its_shapes():
     inputs = keras.Input((8, 8, 1))
     x = keras.layers.Conv2D(4, 3, padding="same")(inputs)                    # 8*8 * 9*1*4  = 2304

@@ -63,8 +63,10 @@ def predict(content: bytes, images: np.ndarray) -> np.ndarray:
     return np.concatenate(out)
 
 
-def timing(content: bytes, repeats: int = 20, warmup: int = 3) -> dict[str, float]:
-    from train.metrics import _median_seconds
+def timing(content: bytes, repeats: int | None = None, warmup: int = 3) -> dict[str, float]:
+    from train.metrics import _median_seconds, timing_repeats
+    repeats = repeats or timing_repeats()
+    warmup = min(warmup, repeats)
     x = np.random.default_rng(0).uniform(0, 255, (INFERENCE_BATCH, SIZE, SIZE, 1)).astype(np.float32)
     batch, single = Runner(content, INFERENCE_BATCH), Runner(content, 1)
     for _ in range(warmup):

@@ -88,9 +88,18 @@ def _median_seconds(fn, repeats: int) -> float:
     return float(np.median(times))
 
 
-def inference_time(model, repeats: int = 20, warmup: int = 3) -> dict[str, float]:
+def timing_repeats() -> int:
+    """Repeats of each speed measurement, whose median is kept: FKP_TIMING_REPEATS (default 20). The test suite
+    lowers it: it asserts no speed, and 60 calls per model were a fifth of a final stage's test."""
+    from train.env import whole_number
+    return whole_number("FKP_TIMING_REPEATS", 20)
+
+
+def inference_time(model, repeats: int | None = None, warmup: int = 3) -> dict[str, float]:
     """Seconds per 100 images (one batched call) and single-image latency in ms."""
     import tensorflow as tf
+    repeats = repeats or timing_repeats()
+    warmup = min(warmup, repeats)
 
     @tf.autograph.experimental.do_not_convert  # a plain call: nothing for autograph to convert
     def forward(x):
