@@ -150,13 +150,12 @@ def optimize_past_stale_fails(study, objective, budget, **kwargs) -> None:
 
     def tracked(trial):
         last[:] = [trial.number]
-        try:
-            return objective(trial)
-        finally:
-            # a result returned for a trial failed elsewhere ends in Optuna's "Should not reach" assertion, not in
-            # the ValueError below: raising here takes every such trial down the one path
-            if study._storage.get_trial(trial._trial_id).state != TrialState.RUNNING:
-                raise FailedElsewhere(f"trial {trial.number} was failed by another worker while it ran here")
+        value = objective(trial)  # an objective that raised reaches the ValueError below by itself
+        # a value returned for a trial failed elsewhere ends in Optuna's "Should not reach" assertion instead:
+        # raising here takes it down the same path
+        if study._storage.get_trial(trial._trial_id).state != TrialState.RUNNING:
+            raise FailedElsewhere(f"trial {trial.number} was failed by another worker while it ran here")
+        return value
 
     while True:
         try:

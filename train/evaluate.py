@@ -51,10 +51,8 @@ def main(argv=None):
     ap.add_argument("--faces", choices=PARTS, default="all",
                     help="all the file's faces (default), or one part of the split that train.fit and search.run "
                          "make of it: test is what they never trained or chose on")
-    ap.add_argument("--val-fraction", type=float, default=0.15, help="the split's, as given to train.fit (default: 0.15)")
-    ap.add_argument("--test-fraction", type=float, default=0.15, help="the split's (default: 0.15)")
-    ap.add_argument("--split", choices=["group", "random"], default="group", help="the split's method (default: group)")
-    ap.add_argument("--seed", type=int, default=0, help="the split's seed (default: 0)")
+    from train.cli_args import add_split_flags
+    add_split_flags(ap)  # as given to train.fit or search.run
     ap.add_argument("--json", action="store_true", help="print the result as JSON")
     args = ap.parse_args(argv)
     from train import data as data_mod

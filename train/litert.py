@@ -10,7 +10,7 @@ import numpy as np
 
 from train.errors import UserError
 from train.keypoints import SIZE
-from train.metrics import INFERENCE_BATCH
+from train.metrics import INFERENCE_BATCH, speed
 
 FORMATS = ("fp32", "fp16", "int8")
 
@@ -64,16 +64,9 @@ def predict(content: bytes, images: np.ndarray) -> np.ndarray:
 
 
 def timing(content: bytes, repeats: int | None = None, warmup: int = 3) -> dict[str, float]:
-    from train.metrics import _median_seconds, timing_repeats
-    repeats = repeats or timing_repeats()
-    warmup = min(warmup, repeats)
     x = np.random.default_rng(0).uniform(0, 255, (INFERENCE_BATCH, SIZE, SIZE, 1)).astype(np.float32)
     batch, single = Runner(content, INFERENCE_BATCH), Runner(content, 1)
-    for _ in range(warmup):
-        batch(x)
-        single(x[:1])
-    per_100 = _median_seconds(lambda: batch(x), repeats) * 100 / INFERENCE_BATCH
-    latency = _median_seconds(lambda: single(x[:1]), repeats * 2) * 1000
+    per_100, latency = speed(lambda: batch(x), lambda: single(x[:1]), repeats, warmup)
     return {"s_per_100": per_100, "latency_ms": latency}
 
 

@@ -90,16 +90,25 @@ def _median_seconds(fn, repeats: int) -> float:
 
 def timing_repeats() -> int:
     """Repeats of each speed measurement, whose median is kept: FKP_TIMING_REPEATS (default 20). The test suite
-    lowers it: it asserts no speed, and 60 calls per model were a fifth of a final stage's test."""
+    lowers it: it asserts no speed, and 60 calls per model were a quarter of a final stage's test."""
     from train.env import whole_number
     return whole_number("FKP_TIMING_REPEATS", 20)
+
+
+def speed(batch_call, single_call, repeats: int | None = None, warmup: int = 3) -> tuple[float, float]:
+    """(seconds per 100 images, single-image latency in ms) of a model behind two calls: one on a batch of
+    INFERENCE_BATCH faces, one on a single face; each the median of its repeats after warm-up."""
+    repeats = repeats or timing_repeats()
+    for _ in range(min(warmup, repeats)):
+        batch_call()
+        single_call()
+    return (_median_seconds(batch_call, repeats) * 100 / INFERENCE_BATCH,
+            _median_seconds(single_call, repeats * 2) * 1000)
 
 
 def inference_time(model, repeats: int | None = None, warmup: int = 3) -> dict[str, float]:
     """Seconds per 100 images (one batched call) and single-image latency in ms."""
     import tensorflow as tf
-    repeats = repeats or timing_repeats()
-    warmup = min(warmup, repeats)
 
     @tf.autograph.experimental.do_not_convert  # a plain call: nothing for autograph to convert
     def forward(x):
@@ -109,9 +118,5 @@ def inference_time(model, repeats: int | None = None, warmup: int = 3) -> dict[s
     rng = np.random.default_rng(0)
     batch = tf.constant(rng.uniform(0, 255, (INFERENCE_BATCH, SIZE, SIZE, 1)).astype(np.float32))
     single = batch[:1]
-    for _ in range(warmup):
-        call(batch).numpy()
-        call(single).numpy()
-    per_100 = _median_seconds(lambda: call(batch).numpy(), repeats) * 100 / INFERENCE_BATCH
-    latency = _median_seconds(lambda: call(single).numpy(), repeats * 2) * 1000
+    per_100, latency = speed(lambda: call(batch).numpy(), lambda: call(single).numpy(), repeats, warmup)
     return {"inference_s_per_100": per_100, "latency_ms": latency, "inference_batch": INFERENCE_BATCH}
